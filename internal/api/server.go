@@ -1,0 +1,169 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wardvpn/ward/internal/core"
+	"github.com/wardvpn/ward/internal/core/identity"
+	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/store"
+)
+
+// SessionCookie is the name of the session cookie.
+const SessionCookie = "ward_session"
+
+// Options configure the REST server.
+type Options struct {
+	// SecureCookies marks the session cookie Secure; set it when ward is
+	// reached over HTTPS (the public URL is https://).
+	SecureCookies bool
+	Registry      *prometheus.Registry
+	Log           *slog.Logger
+}
+
+// Server serves the REST API and the operational endpoints.
+type Server struct {
+	db      *store.DB
+	ident   *identity.Service
+	vpn     *vpn.Service
+	log     *slog.Logger
+	secure  bool
+	metrics *httpMetrics
+	mux     *http.ServeMux
+	routes  []Route
+}
+
+// Route is one registered endpoint; the OpenAPI test compares these with
+// the document.
+type Route struct {
+	Method, Path string
+	auth         authMode
+	handle       handlerFunc
+}
+
+type authMode int
+
+const (
+	public authMode = iota
+	authenticated
+)
+
+// handlerFunc serves an authenticated (or public) request.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, c *reqCtx) error
+
+// reqCtx is what the middleware learned about a request.
+type reqCtx struct {
+	principal identity.Principal
+	ip        string
+}
+
+func (c *reqCtx) actor() core.Actor { return c.principal.Actor(c.ip) }
+
+// New builds the server and its routes.
+func New(db *store.DB, ident *identity.Service, vpnSvc *vpn.Service, opts Options) *Server {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{db: db, ident: ident, vpn: vpnSvc, log: log, secure: opts.SecureCookies, mux: http.NewServeMux()}
+	if opts.Registry != nil {
+		s.metrics = newHTTPMetrics(opts.Registry, db)
+	}
+	s.routes = s.buildRoutes()
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
+	}
+	s.mux.Handle("/", s.instrument("unmatched", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, errorBody{errorDetail{Code: "not_found", Message: "no such endpoint: " + r.Method + " " + r.URL.Path}})
+	})))
+	return s
+}
+
+// Handler returns the root handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Routes lists every registered endpoint.
+func (s *Server) Routes() []Route { return s.routes }
+
+func (s *Server) wrap(rt Route) http.Handler {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := &reqCtx{ip: clientIP(r)}
+		if rt.auth == authenticated {
+			p, err := s.authenticate(r)
+			if err != nil {
+				writeError(w, r, s.log, err)
+				return
+			}
+			c.principal = p
+		}
+		if err := rt.handle(w, r, c); err != nil {
+			writeError(w, r, s.log, err)
+		}
+	})
+	return s.instrument(rt.Method+" "+rt.Path, h)
+}
+
+var errCSRF = &apiError{status: http.StatusForbidden, code: "csrf_failed", message: "missing or wrong X-CSRF-Token header for a cookie session"}
+
+// authenticate accepts a bearer API token, or a session cookie plus, for
+// state-changing methods, the session's CSRF token in X-CSRF-Token.
+func (s *Server) authenticate(r *http.Request) (identity.Principal, error) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		token, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			return identity.Principal{}, &apiError{status: http.StatusUnauthorized, code: "unauthenticated", message: "Authorization must be 'Bearer <token>'"}
+		}
+		p, err := s.ident.AuthenticateToken(r.Context(), strings.TrimSpace(token))
+		if err != nil {
+			return p, unauthenticated(err)
+		}
+		return p, nil
+	}
+	cookie, err := r.Cookie(SessionCookie)
+	if err != nil {
+		return identity.Principal{}, &apiError{status: http.StatusUnauthorized, code: "unauthenticated", message: "log in or send a bearer token"}
+	}
+	p, err := s.ident.Authenticate(r.Context(), cookie.Value)
+	if err != nil {
+		return p, unauthenticated(err)
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		got := r.Header.Get("X-CSRF-Token")
+		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(p.CSRFToken)) != 1 {
+			return identity.Principal{}, errCSRF
+		}
+	}
+	return p, nil
+}
+
+func unauthenticated(err error) error {
+	if de, ok := core.AsError(err); ok && de.Kind == core.KindUnauthenticated {
+		return &apiError{status: http.StatusUnauthorized, code: "unauthenticated", message: "the session or token is invalid or expired"}
+	}
+	return err
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Ready reports whether the database answers, for /readyz.
+func (s *Server) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return s.db.Ping(ctx)
+}

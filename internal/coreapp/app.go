@@ -1,0 +1,147 @@
+package coreapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/wardvpn/ward/internal/api"
+	"github.com/wardvpn/ward/internal/core"
+	"github.com/wardvpn/ward/internal/core/identity"
+	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/store"
+)
+
+// InitialPasswordFile is written in the data dir at first start when the
+// admin password was generated.
+const InitialPasswordFile = "initial-admin-password"
+
+// App is a running core: database, services and HTTP server.
+type App struct {
+	cfg      Config
+	log      *slog.Logger
+	DB       *store.DB
+	Identity *identity.Service
+	VPN      *vpn.Service
+	API      *api.Server
+}
+
+// Open connects to the database, migrates it, loads the instance secrets and
+// builds the services. stdout receives the one-time admin password banner.
+func Open(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) (*App, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	db, err := store.Open(ctx, cfg.Database, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("database connected", "engine", db.Engine, "target", db.Target)
+	if err := db.Migrate(ctx, log); err != nil {
+		db.Close()
+		return nil, err
+	}
+	inst, err := core.EnsureInstance(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("instance secrets: %w", err)
+	}
+	if inst.Created {
+		log.Info("new instance initialised", "instance_id", inst.ID)
+	}
+	vpnSvc := vpn.New(db, log)
+	ident := identity.New(db, inst, identity.DefaultPasswordParams, vpnSvc, log)
+	app := &App{cfg: cfg, log: log, DB: db, Identity: ident, VPN: vpnSvc}
+	if err := app.bootstrapAdmin(ctx, stdout); err != nil {
+		db.Close()
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	app.API = api.New(db, ident, vpnSvc, api.Options{SecureCookies: cfg.SecureCookies(), Registry: reg, Log: log})
+	return app, nil
+}
+
+func (a *App) bootstrapAdmin(ctx context.Context, stdout io.Writer) error {
+	res, err := a.Identity.EnsureAdmin(ctx, a.cfg.AdminPassword)
+	if err != nil {
+		return fmt.Errorf("create initial admin: %w", err)
+	}
+	if !res.Created {
+		return nil
+	}
+	if res.Password == "" {
+		a.log.Info("initial admin created with the password from WARD_ADMIN_PASSWORD", "username", "admin")
+		return nil
+	}
+	path := filepath.Join(a.cfg.DataDir, InitialPasswordFile)
+	if err := os.WriteFile(path, []byte(res.Password+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// The password goes to the terminal once, never through the logger, so
+	// log shipping never carries it.
+	fmt.Fprintf(stdout, "\n  ward: first start. Log in as user \"admin\" with password:\n\n      %s\n\n  (also saved to %s, mode 0600; delete it once you have changed the password)\n\n", res.Password, path)
+	a.log.Info("initial admin created", "username", "admin", "password_file", path)
+	return nil
+}
+
+// Close releases the database.
+func (a *App) Close() error { return a.DB.Close() }
+
+// Serve runs the HTTP server on ln until ctx ends, then drains requests for
+// up to 15 s.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           a.API.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	a.log.Info("core listening", "addr", ln.Addr().String(), "public_url", a.cfg.PublicURL)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.log.Info("shutting down: draining requests")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	a.log.Info("core stopped")
+	return nil
+}
+
+// Run is `ward core`: open, listen, serve until ctx ends.
+func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
+	log := cfg.Logger(stderr)
+	app, err := Open(ctx, cfg, log, stdout)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	return app.Serve(ctx, ln)
+}

@@ -1,0 +1,92 @@
+// Package coreapp wires `ward core`: configuration, database, domain
+// services, the HTTP server, first-start bootstrap and graceful shutdown.
+package coreapp
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"strings"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Config is ward core's configuration. Every field can come from a flag or
+// from the WARD_* variable named in its tag; a flag wins over the variable.
+type Config struct {
+	DataDir   string `env:"WARD_DATA_DIR" envDefault:"./ward-data"`
+	HTTPAddr  string `env:"WARD_HTTP_ADDR" envDefault:":8000"`
+	Database  string `env:"WARD_DATABASE"`
+	PublicURL string `env:"WARD_PUBLIC_URL" envDefault:"http://localhost:8000"`
+	LogLevel  string `env:"WARD_LOG_LEVEL" envDefault:"info"`
+	LogFormat string `env:"WARD_LOG_FORMAT" envDefault:"text"`
+	// AdminPassword is only read from the environment: a command line is
+	// visible to every local user.
+	AdminPassword string `env:"WARD_ADMIN_PASSWORD"`
+}
+
+// ParseConfig reads the environment, then flags from args.
+func ParseConfig(name string, args []string, stderr io.Writer) (Config, error) {
+	var cfg Config
+	if err := env.Parse(&cfg); err != nil {
+		return cfg, fmt.Errorf("environment: %w", err)
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return cfg, cfg.Validate()
+}
+
+// RegisterFlags binds the flags shared by `ward core` and `ward admin`.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for the SQLite database and generated files (WARD_DATA_DIR)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "address of the REST API and operational endpoints (WARD_HTTP_ADDR)")
+	fs.StringVar(&c.Database, "database", c.Database, "postgres:// URL, or a SQLite file path; empty: <data-dir>/ward.db (WARD_DATABASE)")
+	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "URL users reach core at; https:// makes cookies Secure (WARD_PUBLIC_URL)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (WARD_LOG_LEVEL)")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (WARD_LOG_FORMAT)")
+}
+
+// Validate checks values that would otherwise fail late.
+func (c Config) Validate() error {
+	u, err := url.Parse(c.PublicURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--public-url %q must be an http:// or https:// URL", c.PublicURL)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("--log-level must be debug, info, warn or error, not %q", s)
+	}
+	return l, nil
+}
+
+// Logger builds the process logger.
+func (c Config) Logger(w io.Writer) *slog.Logger {
+	level, _ := parseLevel(c.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// SecureCookies tells whether the public URL is HTTPS.
+func (c Config) SecureCookies() bool { return strings.HasPrefix(c.PublicURL, "https://") }

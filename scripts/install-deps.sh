@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the system packages ward's tests use, when they are missing:
+# wireguard-tools (wg, wg-quick) and the PostgreSQL server binaries. Needs
+# root for apt-get; without root it only reports what is missing.
+set -euo pipefail
+
+need=()
+command -v wg-quick >/dev/null 2>&1 || need+=(wireguard-tools)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing ${need[*]}; run as root (or install them) for the full test suite" >&2
+  exit 0
+fi
+echo "install-deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# policy-rc.d keeps Debian's postgresql package from starting a cluster.
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

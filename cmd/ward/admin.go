@@ -38,13 +38,22 @@ func runAdmin(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	cfg.RegisterFlags(fs)
 	fromStdin := fs.Bool("password-stdin", false, "read the new password from the first line of standard input")
 	if err := fs.Parse(args[1:]); err != nil {
-		return err
+		return usageError{err}
 	}
-	if fs.NArg() != 1 {
+	// Flags may also follow the user name, as in the README's
+	// "ward admin reset-password admin --data-dir ...".
+	var users []string
+	for fs.NArg() > 0 {
+		users = append(users, fs.Arg(0))
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return usageError{err}
+		}
+	}
+	if len(users) != 1 {
 		fs.Usage()
 		return usageError{fmt.Errorf("name exactly one user")}
 	}
-	username := fs.Arg(0)
+	username := users[0]
 	password := ""
 	if *fromStdin {
 		line, err := bufio.NewReader(stdin).ReadString('\n')

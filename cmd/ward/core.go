@@ -12,5 +12,5 @@ func runCore(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return usageError{err}
 	}
-	return coreapp.Run(ctx, cfg, stdout, stderr)
+	return coreapp.Run(ctx, cfg, buildVersion(), stdout, stderr)
 }

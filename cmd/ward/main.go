@@ -21,11 +21,12 @@ var version = "dev"
 const usage = `ward: a WireGuard VPN platform built for high availability
 
 Usage:
-  ward core [flags]                   run the control plane (REST API)
+  ward core [flags]                   run the control plane (REST API, gateway links)
+  ward gateway [flags]                run a WireGuard gateway for one location
   ward admin reset-password USER      set a user's password directly in the database
   ward version                        print the version
 
-Run "ward core -h" for the configuration flags; every flag also has a WARD_* variable.
+Run "ward core -h" or "ward gateway -h" for the configuration flags; every flag also has a WARD_* variable.
 `
 
 func main() {
@@ -43,6 +44,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "core":
 		err = runCore(ctx, args[1:], stdout, stderr)
+	case "gateway":
+		err = runGateway(ctx, args[1:], stderr)
 	case "admin":
 		err = runAdmin(ctx, args[1:], stdin, stdout, stderr)
 	case "version", "--version", "-version":
@@ -72,6 +75,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 // usageError marks a mistake on the command line (exit code 2).
 type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
 
 func buildVersion() string {
 	if version != "dev" {

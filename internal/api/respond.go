@@ -161,3 +161,7 @@ func pagination(r *http.Request) (limit, offset int, err error) {
 	}
 	return limit, offset, nil
 }
+
+func forbidden(msg string) error {
+	return &apiError{status: http.StatusForbidden, code: "forbidden", message: msg}
+}

@@ -60,6 +60,9 @@ func (s *Server) buildRoutes() []Route {
 		r("GET", v1+"/locations/{id}/gateways/{gid}", authenticated, s.getGateway),
 		r("PATCH", v1+"/locations/{id}/gateways/{gid}", authenticated, s.updateGateway),
 		r("DELETE", v1+"/locations/{id}/gateways/{gid}", authenticated, s.deleteGateway),
+		r("POST", v1+"/locations/{id}/gateways/{gid}/join-token", authenticated, s.issueJoinToken),
+		r("GET", v1+"/locations/{id}/stats", authenticated, s.locationStats),
+		r("GET", v1+"/devices/{id}/stats", authenticated, s.deviceStats),
 
 		r("GET", v1+"/proxies", authenticated, s.listProxies),
 		r("POST", v1+"/proxies", authenticated, s.createProxy),
@@ -421,6 +424,11 @@ func (s *Server) createGateway(w http.ResponseWriter, r *http.Request, c *reqCtx
 	}
 	g, err := s.vpn.CreateGateway(r.Context(), c.actor(), r.PathValue("id"), in)
 	return created(w, g, err)
+}
+
+func (s *Server) issueJoinToken(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	t, err := s.vpn.IssueJoinToken(r.Context(), c.actor(), r.PathValue("id"), r.PathValue("gid"))
+	return created(w, t, err)
 }
 
 func (s *Server) getGateway(w http.ResponseWriter, r *http.Request, c *reqCtx) error {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/core/identity"
+	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
 	"github.com/wardvpn/ward/internal/store"
 )
@@ -27,6 +28,8 @@ type Options struct {
 	SecureCookies bool
 	Registry      *prometheus.Registry
 	Log           *slog.Logger
+	// Stats answers usage queries; nil builds one on the same database.
+	Stats *stats.Service
 }
 
 // Server serves the REST API and the operational endpoints.
@@ -34,6 +37,7 @@ type Server struct {
 	db      *store.DB
 	ident   *identity.Service
 	vpn     *vpn.Service
+	stats   *stats.Service
 	log     *slog.Logger
 	secure  bool
 	metrics *httpMetrics
@@ -73,7 +77,10 @@ func New(db *store.DB, ident *identity.Service, vpnSvc *vpn.Service, opts Option
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{db: db, ident: ident, vpn: vpnSvc, log: log, secure: opts.SecureCookies, mux: http.NewServeMux()}
+	s := &Server{db: db, ident: ident, vpn: vpnSvc, stats: opts.Stats, log: log, secure: opts.SecureCookies, mux: http.NewServeMux()}
+	if s.stats == nil {
+		s.stats = stats.New(db)
+	}
 	if opts.Registry != nil {
 		s.metrics = newHTTPMetrics(opts.Registry, db)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,7 +19,10 @@ import (
 	"github.com/wardvpn/ward/internal/api"
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/core/identity"
+	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/gwlink"
+	"github.com/wardvpn/ward/internal/pki"
 	"github.com/wardvpn/ward/internal/store"
 )
 
@@ -33,12 +37,15 @@ type App struct {
 	DB       *store.DB
 	Identity *identity.Service
 	VPN      *vpn.Service
+	Stats    *stats.Service
 	API      *api.Server
+	Gateways *gwlink.Manager
+	CoreID   string
 }
 
 // Open connects to the database, migrates it, loads the instance secrets and
 // builds the services. stdout receives the one-time admin password banner.
-func Open(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) (*App, error) {
+func Open(ctx context.Context, cfg Config, version string, log *slog.Logger, stdout io.Writer) (*App, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
 	}
@@ -61,15 +68,45 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger, stdout io.Writer) (
 	}
 	vpnSvc := vpn.New(db, log)
 	ident := identity.New(db, inst, identity.DefaultPasswordParams, vpnSvc, log)
-	app := &App{cfg: cfg, log: log, DB: db, Identity: ident, VPN: vpnSvc}
+	statsSvc := stats.New(db)
+	app := &App{cfg: cfg, log: log, DB: db, Identity: ident, VPN: vpnSvc, Stats: statsSvc}
 	if err := app.bootstrapAdmin(ctx, stdout); err != nil {
+		db.Close()
+		return nil, err
+	}
+	ca, err := pki.EnsureCA(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if app.CoreID, err = coreID(cfg.DataDir); err != nil {
+		db.Close()
+		return nil, err
+	}
+	app.Gateways, err = gwlink.New(vpnSvc, statsSvc, ca, app.CoreID, version, log, cfg.LinkOptions)
+	if err != nil {
 		db.Close()
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	app.API = api.New(db, ident, vpnSvc, api.Options{SecureCookies: cfg.SecureCookies(), Registry: reg, Log: log})
+	app.API = api.New(db, ident, vpnSvc, api.Options{SecureCookies: cfg.SecureCookies(), Registry: reg, Log: log, Stats: statsSvc})
 	return app, nil
+}
+
+// coreID is this replica's stable name on gateway links, kept in the data
+// dir (several replicas on one database have different data dirs).
+func coreID(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "core-id")
+	if raw, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(raw))) > 0 {
+		return strings.TrimSpace(string(raw)), nil
+	}
+	host, _ := os.Hostname()
+	id := host + "-" + core.RandomHex(4)
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return id, nil
 }
 
 func (a *App) bootstrapAdmin(ctx context.Context, stdout io.Writer) error {
@@ -112,6 +149,16 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	linkCtx, stopLinks := context.WithCancel(ctx)
+	linksDone := make(chan struct{})
+	go func() {
+		defer close(linksDone)
+		a.Gateways.Run(linkCtx)
+	}()
+	defer func() {
+		stopLinks()
+		<-linksDone
+	}()
 	a.log.Info("core listening", "addr", ln.Addr().String(), "public_url", a.cfg.PublicURL)
 	select {
 	case err := <-errc:
@@ -132,9 +179,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // Run is `ward core`: open, listen, serve until ctx ends.
-func Run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
+func Run(ctx context.Context, cfg Config, version string, stdout, stderr io.Writer) error {
 	log := cfg.Logger(stderr)
-	app, err := Open(ctx, cfg, log, stdout)
+	app, err := Open(ctx, cfg, version, log, stdout)
 	if err != nil {
 		return err
 	}

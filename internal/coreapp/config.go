@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/wardvpn/ward/internal/gwlink"
 )
 
 // Config is ward core's configuration. Every field can come from a flag or
@@ -25,6 +27,8 @@ type Config struct {
 	// AdminPassword is only read from the environment: a command line is
 	// visible to every local user.
 	AdminPassword string `env:"WARD_ADMIN_PASSWORD"`
+	// LinkOptions tune the gateway links (tests shorten them).
+	LinkOptions gwlink.Options `env:"-"`
 }
 
 // ParseConfig reads the environment, then flags from args.

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -43,6 +44,29 @@ type DB struct {
 	// Target is a printable description of where the data lives; it never
 	// contains a password.
 	Target string
+
+	hooksMu sync.Mutex
+	hooks   map[*sql.Tx][]func()
+}
+
+// AfterCommit registers fn to run once tx has committed; it is dropped if
+// the transaction rolls back. Used to wake up whoever follows a change
+// (e.g. gateway streams) only for changes that really happened.
+func (db *DB) AfterCommit(tx *sql.Tx, fn func()) {
+	db.hooksMu.Lock()
+	defer db.hooksMu.Unlock()
+	if db.hooks == nil {
+		db.hooks = map[*sql.Tx][]func(){}
+	}
+	db.hooks[tx] = append(db.hooks[tx], fn)
+}
+
+func (db *DB) takeHooks(tx *sql.Tx) []func() {
+	db.hooksMu.Lock()
+	defer db.hooksMu.Unlock()
+	fns := db.hooks[tx]
+	delete(db.hooks, tx)
+	return fns
 }
 
 // ErrConflict reports a uniqueness or foreign-key violation.
@@ -160,10 +184,15 @@ func (db *DB) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
+		db.takeHooks(tx)
 		return err
 	}
 	if err := tx.Commit(); err != nil {
+		db.takeHooks(tx)
 		return fmt.Errorf("commit: %w", err)
+	}
+	for _, hook := range db.takeHooks(tx) {
+		hook()
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/wardvpn/ward/internal/store"
 )
@@ -48,18 +49,22 @@ func (s *Service) SyncUserAccess(ctx context.Context, tx *sql.Tx, userID string,
 	if err != nil {
 		return err
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT d.id, a.location_id FROM devices d LEFT JOIN device_addresses a ON a.device_id = d.id
+	rows, err := tx.QueryContext(ctx, `SELECT d.id, d.public_key, a.location_id FROM devices d LEFT JOIN device_addresses a ON a.device_id = d.id
 		WHERE d.user_id = $1 AND d.kind = 'user'`, userID)
 	if err != nil {
 		return fmt.Errorf("user devices: %w", err)
 	}
 	have := map[string]map[string]bool{} // device -> locations with an address
+	var keys []string
 	for rows.Next() {
-		var dev string
+		var dev, key string
 		var loc sql.NullString
-		if err := rows.Scan(&dev, &loc); err != nil {
+		if err := rows.Scan(&dev, &key, &loc); err != nil {
 			rows.Close()
 			return err
+		}
+		if have[dev] == nil {
+			keys = append(keys, key)
 		}
 		if have[dev] == nil {
 			have[dev] = map[string]bool{}
@@ -72,7 +77,7 @@ func (s *Service) SyncUserAccess(ctx context.Context, tx *sql.Tx, userID string,
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	revs := newRevisions(tx)
+	revs := s.newRevisions(tx)
 	touched := map[string]bool{}
 	type addition struct{ device, location string }
 	var adds []addition
@@ -101,7 +106,7 @@ func (s *Service) SyncUserAccess(ctx context.Context, tx *sql.Tx, userID string,
 	}
 	slices.Sort(order)
 	for _, loc := range order {
-		if err := revs.bump(ctx, loc, "peers.user", userID); err != nil {
+		if err := revs.bump(ctx, loc, "peers.user", userID, keys...); err != nil {
 			return err
 		}
 	}
@@ -199,7 +204,15 @@ func (s *Service) syncLocation(ctx context.Context, tx *sql.Tx, revs *revisions,
 	if len(missing) == 0 {
 		return nil
 	}
-	if err := revs.bump(ctx, locationID, "peers.sync", locationID); err != nil {
+	changedIDs := make([]string, len(missing))
+	for i, id := range missing {
+		changedIDs[i] = strings.TrimPrefix(id, "-")
+	}
+	keys, err := deviceKeys(ctx, tx, changedIDs)
+	if err != nil {
+		return err
+	}
+	if err := revs.bump(ctx, locationID, "peers.sync", locationID, keys...); err != nil {
 		return err
 	}
 	var add []string
@@ -311,4 +324,37 @@ func allocateAfterMax(ctx context.Context, tx *sql.Tx, l Location, n ifaceNet, d
 		return false, fmt.Errorf("assign address %s: %w", addr, err)
 	}
 	return true, nil
+}
+
+// deviceKeys returns the public keys of the given devices.
+func deviceKeys(ctx context.Context, q store.Querier, ids []string) ([]string, error) {
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	var keys []string
+	for start := 0; start < len(ids); start += 500 {
+		chunk := ids[start:min(start+500, len(ids))]
+		args := make([]any, len(chunk))
+		ph := make([]string, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+			ph[i] = fmt.Sprintf("$%d", i+1)
+		}
+		rows, err := q.QueryContext(ctx, `SELECT public_key FROM devices WHERE id IN (`+strings.Join(ph, ",")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("device keys: %w", err)
+		}
+		for rows.Next() {
+			var k string
+			if err := rows.Scan(&k); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			keys = append(keys, k)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
 }

@@ -191,9 +191,9 @@ func (s *Service) CreateDevice(ctx context.Context, a core.Actor, in NewDevice) 
 // syncDevice allocates the device's addresses in every location it belongs
 // to and bumps those locations' revisions.
 func (s *Service) syncDevice(ctx context.Context, tx *sql.Tx, deviceID, change string) error {
-	var userID, kind string
+	var userID, kind, key string
 	var loc sql.NullString
-	if err := tx.QueryRowContext(ctx, `SELECT user_id, kind, location_id FROM devices WHERE id = $1`, deviceID).Scan(&userID, &kind, &loc); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT user_id, kind, location_id, public_key FROM devices WHERE id = $1`, deviceID).Scan(&userID, &kind, &loc, &key); err != nil {
 		return err
 	}
 	var targets []string
@@ -209,9 +209,9 @@ func (s *Service) syncDevice(ctx context.Context, tx *sql.Tx, deviceID, change s
 		}
 	}
 	slices.Sort(targets)
-	revs := newRevisions(tx)
+	revs := s.newRevisions(tx)
 	for _, l := range targets {
-		if err := revs.bump(ctx, l, change, deviceID); err != nil {
+		if err := revs.bump(ctx, l, change, deviceID, key); err != nil {
 			return err
 		}
 		if err := s.allocate(ctx, tx, l, []string{deviceID}); err != nil {
@@ -386,9 +386,9 @@ func (s *Service) UpdateDevice(ctx context.Context, a core.Actor, id string, p D
 			}
 		}
 		if p.PublicKey != nil && *p.PublicKey != d.PublicKey {
-			revs := newRevisions(tx)
+			revs := s.newRevisions(tx)
 			for _, loc := range addressLocations(d) {
-				if err := revs.bump(ctx, loc, "peer.update", id); err != nil {
+				if err := revs.bump(ctx, loc, "peer.update", id, d.PublicKey, *p.PublicKey); err != nil {
 					return err
 				}
 			}
@@ -424,9 +424,9 @@ func (s *Service) DeleteDevice(ctx context.Context, a core.Actor, id string) err
 		return err
 	}
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
-		revs := newRevisions(tx)
+		revs := s.newRevisions(tx)
 		for _, loc := range addressLocations(d) {
-			if err := revs.bump(ctx, loc, "peer.remove", id); err != nil {
+			if err := revs.bump(ctx, loc, "peer.remove", id, d.PublicKey); err != nil {
 				return err
 			}
 		}

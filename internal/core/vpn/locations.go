@@ -238,7 +238,7 @@ func (s *Service) CreateLocation(ctx context.Context, a core.Actor, in LocationI
 		if err := setLocationGroups(ctx, tx, l.ID, l.AllowedGroups); err != nil {
 			return err
 		}
-		if err := s.syncLocation(ctx, tx, newRevisions(tx), l.ID); err != nil {
+		if err := s.syncLocation(ctx, tx, s.newRevisions(tx), l.ID); err != nil {
 			return err
 		}
 		return core.Audit(ctx, tx, a, "location.create", "location", l.ID, map[string]any{"name": l.Name, "addresses": l.Addresses, "mfa_mode": l.MFAMode})
@@ -507,7 +507,7 @@ func (s *Service) UpdateLocation(ctx context.Context, a core.Actor, id string, i
 				return err
 			}
 		}
-		revs := newRevisions(tx)
+		revs := s.newRevisions(tx)
 		if err := revs.bump(ctx, id, "location.update", id); err != nil {
 			return err
 		}

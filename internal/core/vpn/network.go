@@ -32,8 +32,16 @@ func parseIfaceNet(field, s string) (ifaceNet, error) {
 	if err != nil {
 		return ifaceNet{}, core.Invalid("invalid_cidr", field, "%q is not a CIDR such as 10.10.0.0/24 or fd00:10::/64", s)
 	}
-	addr := p.Addr().Unmap()
-	p = netip.PrefixFrom(addr, p.Bits())
+	addr, bits := p.Addr(), p.Bits()
+	if addr.Is4In6() {
+		// ::ffff:10.0.0.0/104 is 10.0.0.0/8; a prefix shorter than the
+		// mapping itself is no IPv4 network.
+		addr, bits = addr.Unmap(), bits-96
+		if bits < 0 {
+			return ifaceNet{}, core.Invalid("invalid_cidr", field, "%q is not a CIDR such as 10.10.0.0/24 or fd00:10::/64", s)
+		}
+	}
+	p = netip.PrefixFrom(addr, bits)
 	masked := p.Masked()
 	if addr.Is4() && p.Bits() > 30 || addr.Is6() && p.Bits() > 126 {
 		return ifaceNet{}, core.Invalid("invalid_cidr", field, "%q leaves no room for devices (use at most /30 for IPv4, /126 for IPv6)", s)
@@ -76,7 +84,7 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // IPv6 where /64 networks are far larger than any location will need.
 func maxOffset(p netip.Prefix) int64 {
 	hostBits := p.Addr().BitLen() - p.Bits()
-	if hostBits >= 62 {
+	if hostBits > 62 {
 		return 1 << 62
 	}
 	return 1<<hostBits - 1
@@ -147,12 +155,21 @@ func validEndpoint(field, s string) (string, error) {
 		if end < 0 {
 			return "", core.Invalid("invalid_endpoint", field, "%q: unbalanced brackets", s)
 		}
-		host, port = s[1:end], strings.TrimPrefix(s[end+1:], ":")
+		host, port = s[1:end], s[end+1:]
 		if _, err := netip.ParseAddr(host); err != nil {
 			return "", core.Invalid("invalid_endpoint", field, "%q: not an IPv6 address in brackets", s)
 		}
+		if port != "" {
+			var ok bool
+			if port, ok = strings.CutPrefix(port, ":"); !ok || port == "" {
+				return "", core.Invalid("invalid_endpoint", field, "%q: port must be 1-65535", s)
+			}
+		}
 	} else if strings.Count(s, ":") == 1 {
 		host, port = s[:strings.Index(s, ":")], s[strings.Index(s, ":")+1:]
+		if port == "" {
+			return "", core.Invalid("invalid_endpoint", field, "%q: port must be 1-65535", s)
+		}
 	} else if strings.Count(s, ":") > 1 {
 		if _, err := netip.ParseAddr(s); err != nil {
 			return "", core.Invalid("invalid_endpoint", field, "%q is not a host, host:port or [IPv6]:port", s)
@@ -190,8 +207,11 @@ func validHostname(h string) bool {
 
 // endpointWithPort adds the listen port when the endpoint names none.
 func endpointWithPort(endpoint string, port int) string {
-	if strings.HasPrefix(endpoint, "[") && strings.Contains(endpoint, "]:") {
-		return endpoint
+	if strings.HasPrefix(endpoint, "[") {
+		if strings.Contains(endpoint, "]:") {
+			return endpoint
+		}
+		return fmt.Sprintf("%s:%d", endpoint, port)
 	}
 	if a, err := netip.ParseAddr(endpoint); err == nil && a.Is6() {
 		return fmt.Sprintf("[%s]:%d", endpoint, port)

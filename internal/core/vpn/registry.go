@@ -20,6 +20,14 @@ type Component struct {
 	ControlAddress string `json:"control_address"`
 	CreatedAt      int64  `json:"created_at"`
 	UpdatedAt      int64  `json:"updated_at"`
+	// Status is set for gateways.
+	Status *GatewayStatus `json:"status,omitempty"`
+}
+
+// CreatedGateway is a new gateway with its join token, shown once.
+type CreatedGateway struct {
+	Component
+	JoinToken
 }
 
 // ComponentInput creates (all fields) or patches (set fields) a component.
@@ -65,7 +73,7 @@ func (r registry) scope(locationID string) (string, []any) {
 	return "", nil
 }
 
-func (s *Service) createComponent(ctx context.Context, a core.Actor, r registry, locationID string, in ComponentInput) (Component, error) {
+func (s *Service) createComponent(ctx context.Context, a core.Actor, r registry, locationID string, in ComponentInput, joinKey string, joinExpires int64) (Component, error) {
 	if err := requireAdmin(a, "register a "+r.kind); err != nil {
 		return Component{}, err
 	}
@@ -80,8 +88,8 @@ func (s *Service) createComponent(ctx context.Context, a core.Actor, r registry,
 			if _, err := s.getLocation(ctx, tx, locationID); err != nil {
 				return err
 			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO gateways (id, location_id, name, control_address, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)`,
-				c.ID, locationID, c.Name, c.ControlAddress, now)
+			_, err = tx.ExecContext(ctx, `INSERT INTO gateways (id, location_id, name, control_address, join_key, join_expires_at, created_at, updated_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`, c.ID, locationID, c.Name, c.ControlAddress, joinKey, joinExpires, now)
 		} else {
 			_, err = tx.ExecContext(ctx, `INSERT INTO proxies (id, name, control_address, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)`,
 				c.ID, c.Name, c.ControlAddress, now)
@@ -114,6 +122,11 @@ func (s *Service) getComponent(ctx context.Context, q store.Querier, r registry,
 	}
 	if err != nil {
 		return Component{}, fmt.Errorf("get %s: %w", r.kind, err)
+	}
+	if r.scoped {
+		if err := s.gatewayStatus(ctx, q, &c); err != nil {
+			return Component{}, err
+		}
 	}
 	return c, nil
 }
@@ -151,7 +164,18 @@ func (s *Service) listComponents(ctx context.Context, a core.Actor, r registry, 
 		}
 		out = append(out, c)
 	}
-	return out, total, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, 0, err
+	}
+	rows.Close()
+	if r.scoped {
+		for i := range out {
+			if err := s.gatewayStatus(ctx, s.db, &out[i]); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	return out, total, nil
 }
 
 func (s *Service) updateComponent(ctx context.Context, a core.Actor, r registry, locationID, id string, in ComponentInput) (Component, error) {
@@ -199,8 +223,14 @@ func (s *Service) deleteComponent(ctx context.Context, a core.Actor, r registry,
 
 // Gateway registry, scoped to a location.
 
-func (s *Service) CreateGateway(ctx context.Context, a core.Actor, locationID string, in ComponentInput) (Component, error) {
-	return s.createComponent(ctx, a, gatewayRegistry, locationID, in)
+// CreateGateway registers a gateway and returns its one-time join token.
+func (s *Service) CreateGateway(ctx context.Context, a core.Actor, locationID string, in ComponentInput) (CreatedGateway, error) {
+	tok, key := newJoinToken(DefaultJoinTokenTTL)
+	c, err := s.createComponent(ctx, a, gatewayRegistry, locationID, in, key, tok.ExpiresAt)
+	if err != nil {
+		return CreatedGateway{}, err
+	}
+	return CreatedGateway{Component: c, JoinToken: tok}, nil
 }
 func (s *Service) GetGateway(ctx context.Context, a core.Actor, locationID, id string) (Component, error) {
 	if err := requireAdmin(a, "read gateways"); err != nil {
@@ -221,7 +251,7 @@ func (s *Service) DeleteGateway(ctx context.Context, a core.Actor, locationID, i
 // Proxy registry.
 
 func (s *Service) CreateProxy(ctx context.Context, a core.Actor, in ComponentInput) (Component, error) {
-	return s.createComponent(ctx, a, proxyRegistry, "", in)
+	return s.createComponent(ctx, a, proxyRegistry, "", in, "", 0)
 }
 func (s *Service) GetProxy(ctx context.Context, a core.Actor, id string) (Component, error) {
 	if err := requireAdmin(a, "read proxies"); err != nil {

@@ -14,6 +14,7 @@ import (
 type Service struct {
 	db  *store.DB
 	log *slog.Logger
+	hub *core.Hub
 }
 
 // New builds the service.
@@ -21,8 +22,12 @@ func New(db *store.DB, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{db: db, log: log}
+	return &Service{db: db, log: log, hub: core.NewHub()}
 }
+
+// Hub is where followers subscribe to location changes made through this
+// service (in this process).
+func (s *Service) Hub() *core.Hub { return s.hub }
 
 // ListParams bounds a list query.
 type ListParams struct {
@@ -35,14 +40,32 @@ type ListParams struct {
 // first bump also takes the location's row lock on PostgreSQL (SQLite has a
 // single writer anyway), which serialises address allocation per location.
 type revisions struct {
+	s      *Service
 	tx     *sql.Tx
 	bumped map[string]int64
 }
 
-func newRevisions(tx *sql.Tx) *revisions { return &revisions{tx: tx, bumped: map[string]int64{}} }
+func (s *Service) newRevisions(tx *sql.Tx) *revisions {
+	return &revisions{s: s, tx: tx, bumped: map[string]int64{}}
+}
 
-// bump records a change of kind (e.g. "peer.add") affecting the location.
-func (r *revisions) bump(ctx context.Context, locationID, kind, subjectID string) error {
+// bump records a change of kind (e.g. "peer.add") affecting the location and
+// the public keys of the peers it touched.
+func (r *revisions) bump(ctx context.Context, locationID, kind, subjectID string, keys ...string) error {
+	if err := r.bumpOnce(ctx, locationID, kind, subjectID); err != nil {
+		return err
+	}
+	rev := r.bumped[locationID]
+	for _, k := range keys {
+		if _, err := r.tx.ExecContext(ctx, `INSERT INTO location_change_peers (location_id, revision, public_key) VALUES ($1, $2, $3)
+			ON CONFLICT DO NOTHING`, locationID, rev, k); err != nil {
+			return fmt.Errorf("record changed peer: %w", err)
+		}
+	}
+	return nil
+}
+
+func (r *revisions) bumpOnce(ctx context.Context, locationID, kind, subjectID string) error {
 	if _, ok := r.bumped[locationID]; ok {
 		return nil
 	}
@@ -57,6 +80,7 @@ func (r *revisions) bump(ctx context.Context, locationID, kind, subjectID string
 		return fmt.Errorf("record location change: %w", err)
 	}
 	r.bumped[locationID] = rev
+	r.s.db.AfterCommit(r.tx, func() { r.s.hub.Publish(locationID) })
 	return nil
 }
 

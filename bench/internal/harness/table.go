@@ -1,0 +1,87 @@
+package harness
+
+import (
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+)
+
+// Unit says how a Row's value is printed.
+type Unit string
+
+const (
+	Millis  Unit = "ms"
+	MB      Unit = "MB"
+	Seconds Unit = "s"
+	PerSec  Unit = "req/s"
+)
+
+// Row is one figure, with its target when the project has one. Every
+// target is a ceiling: value/target ≤ 1 meets it.
+type Row struct {
+	Engine string
+	Metric string
+	Value  float64
+	Unit   Unit
+	Target float64 // 0: no target, the figure is reported only
+}
+
+// Met tells whether the row has a target and meets it.
+func (r Row) Met() bool { return r.Target > 0 && r.Value <= r.Target }
+
+// Missed tells whether the row has a target and misses it.
+func (r Row) Missed() bool { return r.Target > 0 && r.Value > r.Target }
+
+// DurationRow makes a latency row in milliseconds.
+func DurationRow(engine, metric string, d time.Duration, target time.Duration) Row {
+	return Row{Engine: engine, Metric: metric, Value: float64(d) / 1e6, Unit: Millis, Target: float64(target) / 1e6}
+}
+
+// BytesRow makes a size row in MB (2^20 bytes).
+func BytesRow(engine, metric string, b, target int64) Row {
+	return Row{Engine: engine, Metric: metric, Value: float64(b) / (1 << 20), Unit: MB, Target: float64(target) / (1 << 20)}
+}
+
+func formatValue(v float64, u Unit) string {
+	switch u {
+	case Millis:
+		if v >= 100 {
+			return fmt.Sprintf("%.0f ms", v)
+		}
+		return fmt.Sprintf("%.2f ms", v)
+	case MB:
+		return fmt.Sprintf("%.1f MB", v)
+	case Seconds:
+		return fmt.Sprintf("%.1f s", v)
+	case PerSec:
+		return fmt.Sprintf("%.0f req/s", v)
+	}
+	return fmt.Sprintf("%g %s", v, u)
+}
+
+func formatTarget(v float64, u Unit) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%g %s", v, u)
+}
+
+// PrintTable writes the rows with each figure beside its target and their
+// ratio; a ratio above 1 is a missed target.
+func PrintTable(w io.Writer, rows []Row) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "engine\tmetric\tvalue\ttarget\tratio(value/target)\tverdict")
+	for _, r := range rows {
+		ratio, verdict := "-", "-"
+		if r.Target > 0 {
+			ratio = fmt.Sprintf("%.2f", r.Value/r.Target)
+			verdict = "ok"
+			if r.Missed() {
+				verdict = "MISSED"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Engine, r.Metric, formatValue(r.Value, r.Unit), formatTarget(r.Target, r.Unit), ratio, verdict)
+	}
+	tw.Flush()
+}

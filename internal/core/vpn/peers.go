@@ -1,0 +1,167 @@
+package vpn
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/wardvpn/ward/internal/store"
+)
+
+// Peer is a device as a gateway of a location installs it.
+type Peer struct {
+	PublicKey    string
+	DeviceID     string
+	AllowedIPs   []string
+	PresharedKey string
+	ExpiresAt    int64
+}
+
+// GatewayInterface is the interface part of a location's gateway config.
+type GatewayInterface struct {
+	LocationID   string
+	LocationName string
+	PrivateKey   string
+	ListenPort   int
+	Addresses    []string
+	MTU          int
+	FwMark       int
+}
+
+// GatewayUpdate is what a gateway at some revision needs next: either a full
+// snapshot, or the peers changed since its revision in their current state.
+type GatewayUpdate struct {
+	Snapshot     bool
+	FromRevision int64
+	Revision     int64
+	Interface    GatewayInterface
+	Peers        []Peer   // snapshot: all peers; changes: upserts
+	Removes      []string // changes only
+}
+
+// snapshotThreshold: past this many changed peers a snapshot is cheaper.
+const snapshotThreshold = 2000
+
+// GatewayUpdateSince computes what a gateway that applied revision from
+// needs. The revision is read before the peers, so the peers are at least as
+// new as the revision named; a later update re-sends them (applying is
+// idempotent), which is why no long transaction is needed here.
+func (s *Service) GatewayUpdateSince(ctx context.Context, locationID string, from int64) (GatewayUpdate, error) {
+	l, err := s.getLocation(ctx, s.db, locationID)
+	if err != nil {
+		return GatewayUpdate{}, err
+	}
+	u := GatewayUpdate{FromRevision: from, Revision: l.Revision, Interface: gatewayInterface(l)}
+	if from == l.Revision {
+		return u, nil
+	}
+	var keys []string
+	if from > 0 && from < l.Revision {
+		rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT public_key FROM location_change_peers WHERE location_id = $1 AND revision > $2 AND revision <= $3`,
+			locationID, from, l.Revision)
+		if err != nil {
+			return GatewayUpdate{}, fmt.Errorf("changed peers: %w", err)
+		}
+		for rows.Next() {
+			var k string
+			if err := rows.Scan(&k); err != nil {
+				rows.Close()
+				return GatewayUpdate{}, err
+			}
+			keys = append(keys, k)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return GatewayUpdate{}, err
+		}
+	}
+	if from <= 0 || from > l.Revision || len(keys) > snapshotThreshold {
+		u.Snapshot = true
+		u.Peers, err = s.locationPeers(ctx, s.db, l, nil)
+		return u, err
+	}
+	u.Peers, err = s.locationPeers(ctx, s.db, l, keys)
+	if err != nil {
+		return GatewayUpdate{}, err
+	}
+	present := map[string]bool{}
+	for _, p := range u.Peers {
+		present[p.PublicKey] = true
+	}
+	for _, k := range keys {
+		if !present[k] {
+			u.Removes = append(u.Removes, k)
+		}
+	}
+	slices.Sort(u.Removes)
+	return u, nil
+}
+
+func gatewayInterface(l Location) GatewayInterface {
+	return GatewayInterface{LocationID: l.ID, LocationName: l.Name, PrivateKey: l.privateKey, ListenPort: l.ListenPort,
+		Addresses: slices.Clone(l.Addresses), MTU: l.MTU, FwMark: l.FwMark}
+}
+
+// locationPeers lists the peers of a location: devices of active users with
+// an address there (restricted to keys when given). For MFA locations only
+// devices with an authorized VPN session are peers; sessions arrive with the
+// MFA work, so until then an MFA location has no peers.
+func (s *Service) locationPeers(ctx context.Context, q store.Querier, l Location, keys []string) ([]Peer, error) {
+	if l.MFAMode != MFADisabled {
+		return []Peer{}, nil
+	}
+	base := `SELECT d.id, d.public_key, a.address FROM device_addresses a JOIN devices d ON d.id = a.device_id JOIN users u ON u.id = d.user_id
+		WHERE a.location_id = $1 AND u.active = TRUE`
+	byDevice := map[string]*Peer{}
+	var order []string
+	scan := func(query string, args ...any) error {
+		rows, err := q.QueryContext(ctx, query, args...)
+		if err != nil {
+			return fmt.Errorf("location peers: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id, key, addr string
+			if err := rows.Scan(&id, &key, &addr); err != nil {
+				return err
+			}
+			p := byDevice[id]
+			if p == nil {
+				p = &Peer{PublicKey: key, DeviceID: id}
+				byDevice[id] = p
+				order = append(order, id)
+			}
+			ip, err := netip.ParseAddr(addr)
+			if err != nil {
+				return fmt.Errorf("stored address %q: %w", addr, err)
+			}
+			p.AllowedIPs = append(p.AllowedIPs, netip.PrefixFrom(ip, ip.BitLen()).String())
+		}
+		return rows.Err()
+	}
+	if keys == nil {
+		if err := scan(base+` ORDER BY d.id, a.family`, l.ID); err != nil {
+			return nil, err
+		}
+	} else {
+		for start := 0; start < len(keys); start += 500 {
+			chunk := keys[start:min(start+500, len(keys))]
+			args := []any{l.ID}
+			ph := make([]string, len(chunk))
+			for i, k := range chunk {
+				args = append(args, k)
+				ph[i] = fmt.Sprintf("$%d", i+2)
+			}
+			if err := scan(base+` AND d.public_key IN (`+strings.Join(ph, ",")+`) ORDER BY d.id, a.family`, args...); err != nil {
+				return nil, err
+			}
+		}
+	}
+	out := make([]Peer, 0, len(order))
+	for _, id := range order {
+		out = append(out, *byDevice[id])
+	}
+	return out, nil
+}

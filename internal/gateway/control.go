@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/wardvpn/ward/internal/pki"
+	gw "github.com/wardvpn/ward/internal/rpc/gatewayv1"
+)
+
+// coreLink is one core replica's control stream.
+type coreLink struct {
+	coreID string
+	since  time.Time
+	sendMu sync.Mutex
+	stream gw.Gateway_ControlServer
+}
+
+func (l *coreLink) send(m *gw.GatewayMessage) error {
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	return l.stream.Send(m)
+}
+
+// coreIdentity checks that the stream comes over mutual TLS from a core
+// identity of the CA this gateway was adopted by.
+func (g *Gateway) coreIdentity(ctx context.Context) (string, error) {
+	g.tlsMu.RLock()
+	id := g.ident
+	g.tlsMu.RUnlock()
+	if id == nil {
+		return "", status.Error(codes.FailedPrecondition, "gateway is not adopted")
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", status.Error(codes.Unauthenticated, "no peer")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return "", status.Error(codes.Unauthenticated, "a core client certificate is required")
+	}
+	raw := make([][]byte, len(info.State.PeerCertificates))
+	for i, c := range info.State.PeerCertificates {
+		raw[i] = c.Raw
+	}
+	coreID, err := pki.VerifyChain(raw, id.pool, pki.RoleCore, "")
+	if err != nil {
+		return "", status.Error(codes.Unauthenticated, err.Error())
+	}
+	return coreID, nil
+}
+
+// Control serves one core replica's stream. Several may be open at once;
+// they all carry the same revisions, and applying ignores what is already
+// applied, so duplicates are harmless and order is kept.
+func (g *Gateway) Control(stream gw.Gateway_ControlServer) error {
+	coreID, err := g.coreIdentity(stream.Context())
+	if err != nil {
+		return err
+	}
+	link := &coreLink{coreID: coreID, since: time.Now(), stream: stream}
+	g.mu.Lock()
+	hello := &gw.Hello{GatewayId: g.gatewayID(), Version: g.version, ProtocolVersions: []uint32{ProtocolVersion}, BootId: g.bootID,
+		AppliedRevision: g.state.revision}
+	if g.state.iface != nil {
+		hello.LocationId = g.state.iface.GetLocationId()
+	}
+	g.mu.Unlock()
+	if err := link.send(&gw.GatewayMessage{Msg: &gw.GatewayMessage_Hello{Hello: hello}}); err != nil {
+		return err
+	}
+	g.addLink(link)
+	defer g.removeLink(link)
+	g.log.Info("core connected", "core_id", coreID)
+	defer g.log.Info("core disconnected", "core_id", coreID)
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		g.touchContact()
+		switch m := msg.Msg.(type) {
+		case *gw.CoreMessage_Welcome:
+			if m.Welcome.GetProtocolVersion() != ProtocolVersion {
+				return status.Errorf(codes.FailedPrecondition, "protocol version %d not supported", m.Welcome.GetProtocolVersion())
+			}
+		case *gw.CoreMessage_Snapshot:
+			if _, err := g.applySnapshot(m.Snapshot); err != nil {
+				g.log.Error("applying snapshot failed", "revision", m.Snapshot.GetRevision(), "err", err)
+				return status.Errorf(codes.Internal, "apply snapshot: %v", err)
+			}
+			if err := g.ack(link); err != nil {
+				return err
+			}
+		case *gw.CoreMessage_Changes:
+			_, err := g.applyChanges(m.Changes)
+			if errors.Is(err, errGap) {
+				g.mu.Lock()
+				rev := g.state.revision
+				g.mu.Unlock()
+				if err := link.send(&gw.GatewayMessage{Msg: &gw.GatewayMessage_NeedSnapshot{NeedSnapshot: &gw.NeedSnapshot{AppliedRevision: rev}}}); err != nil {
+					return err
+				}
+				continue
+			}
+			if err != nil {
+				g.log.Error("applying changes failed", "to_revision", m.Changes.GetToRevision(), "err", err)
+				return status.Errorf(codes.Internal, "apply changes: %v", err)
+			}
+			if err := g.ack(link); err != nil {
+				return err
+			}
+		case *gw.CoreMessage_StatsAck:
+		case *gw.CoreMessage_Revoked:
+			g.forget(m.Revoked.GetReason())
+			return status.Error(codes.PermissionDenied, "revoked")
+		}
+	}
+}
+
+func (g *Gateway) ack(link *coreLink) error {
+	g.mu.Lock()
+	rev := g.state.revision
+	g.mu.Unlock()
+	return link.send(&gw.GatewayMessage{Msg: &gw.GatewayMessage_Ack{Ack: &gw.Ack{Revision: rev}}})
+}
+
+func (g *Gateway) gatewayID() string {
+	g.tlsMu.RLock()
+	defer g.tlsMu.RUnlock()
+	if g.ident == nil {
+		return ""
+	}
+	return g.ident.GatewayID
+}
+
+func (g *Gateway) addLink(l *coreLink) {
+	g.linksMu.Lock()
+	g.links[l] = struct{}{}
+	g.lastContact = time.Now()
+	g.linksMu.Unlock()
+	g.metrics.links.Inc()
+}
+
+func (g *Gateway) removeLink(l *coreLink) {
+	g.linksMu.Lock()
+	delete(g.links, l)
+	g.linksMu.Unlock()
+	g.metrics.links.Dec()
+}
+
+func (g *Gateway) touchContact() {
+	g.linksMu.Lock()
+	g.lastContact = time.Now()
+	g.linksMu.Unlock()
+}
+
+func (g *Gateway) linkSnapshot() ([]*coreLink, time.Time) {
+	g.linksMu.Lock()
+	defer g.linksMu.Unlock()
+	out := make([]*coreLink, 0, len(g.links))
+	for l := range g.links {
+		out = append(out, l)
+	}
+	return out, g.lastContact
+}
+
+func removeFile(dir, name string) error {
+	err := os.Remove(filepath.Join(dir, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,248 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/wardvpn/ward/internal/core"
+	"github.com/wardvpn/ward/internal/gateway/wgengine"
+	"github.com/wardvpn/ward/internal/pki"
+	gw "github.com/wardvpn/ward/internal/rpc/gatewayv1"
+)
+
+// ProtocolVersion is the control protocol this gateway speaks.
+const ProtocolVersion = 1
+
+// Gateway is a running `ward gateway`.
+type Gateway struct {
+	gw.UnimplementedGatewayServer
+
+	cfg     Config
+	log     *slog.Logger
+	version string
+	bootID  string
+
+	// tlsMu guards the adoption identity, read on every TLS handshake.
+	tlsMu      sync.RWMutex
+	ident      *identity
+	unadopted  tls.Certificate
+	adoptInUse bool
+
+	// mu guards the data plane state.
+	mu         sync.Mutex
+	engine     wgengine.Engine
+	state      applied
+	generation map[string]uint64
+	lastApply  time.Time
+
+	linksMu     sync.Mutex
+	links       map[*coreLink]struct{}
+	lastContact time.Time
+
+	persistDirty    chan struct{}
+	memLimitFromEnv bool
+	metrics         *gatewayMetrics
+	registry        *prometheus.Registry
+}
+
+// New prepares a gateway: loads the adoption identity and restores the last
+// known good configuration so tunnels come back even while core is away.
+func New(cfg Config, version string, log *slog.Logger) (*Gateway, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	g := &Gateway{cfg: cfg, log: log, version: version, bootID: core.NewID(), generation: map[string]uint64{},
+		links: map[*coreLink]struct{}{}, persistDirty: make(chan struct{}, 1), memLimitFromEnv: os.Getenv("GOMEMLIMIT") != ""}
+	g.state.peers = map[string]*gw.Peer{}
+	g.registry = prometheus.NewRegistry()
+	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g.metrics = newGatewayMetrics(g.registry, g)
+	ident, err := loadIdentity(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	g.ident = ident
+	key, err := pki.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	der, err := pki.SelfSigned(key)
+	if err != nil {
+		return nil, err
+	}
+	g.unadopted = pki.TLSCertificate(der, key)
+	if ident != nil {
+		log.Info("gateway adopted", "gateway_id", ident.GatewayID)
+		if err := g.restore(); err != nil {
+			log.Error("could not restore the last known good config", "err", err)
+		}
+	} else if cfg.JoinToken == "" {
+		log.Warn("gateway is not adopted and has no join token: register it in core and start it with WARD_JOIN_TOKEN")
+	}
+	return g, nil
+}
+
+func (g *Gateway) restore() error {
+	saved, err := loadConfig(g.cfg.DataDir)
+	if err != nil || saved == nil {
+		return err
+	}
+	_, err = g.applySnapshot(&gw.Snapshot{Revision: saved.Revision, Interface: saved.Interface, Peers: saved.Peers})
+	if err == nil {
+		g.log.Info("restored last known good config", "revision", saved.Revision, "peers", len(saved.Peers))
+	}
+	return err
+}
+
+// Run serves the control port and the health endpoints until ctx ends.
+func (g *Gateway) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", g.cfg.ControlAddr)
+	if err != nil {
+		return fmt.Errorf("listen on control address %s: %w", g.cfg.ControlAddr, err)
+	}
+	var health net.Listener
+	if g.cfg.HealthAddr != "" {
+		if health, err = net.Listen("tcp", g.cfg.HealthAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on health address %s: %w", g.cfg.HealthAddr, err)
+		}
+	}
+	return g.Serve(ctx, ln, health)
+}
+
+// Serve is Run on given listeners (tests pass their own).
+func (g *Gateway) Serve(ctx context.Context, control, health net.Listener) error {
+	srv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, GetConfigForClient: g.tlsConfigForClient})),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
+	)
+	gw.RegisterGatewayServer(srv, g)
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errc <- srv.Serve(control)
+	}()
+	var hs *http.Server
+	if health != nil {
+		hs = &http.Server{Handler: g.healthHandler(), ReadHeaderTimeout: 5 * time.Second}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Serve(health); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	wg.Add(2)
+	go func() { defer wg.Done(); g.persistLoop(loopCtx) }()
+	go func() { defer wg.Done(); g.statsLoop(loopCtx) }()
+	g.log.Info("gateway listening", "control", control.Addr().String(), "boot_id", g.bootID)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	stopLoops()
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(3 * time.Second):
+		srv.Stop()
+	}
+	if hs != nil {
+		shut, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_ = hs.Shutdown(shut)
+		cancel()
+	}
+	wg.Wait()
+	g.persistNow()
+	g.mu.Lock()
+	if g.engine != nil {
+		g.runHook("pre-down", g.cfg.PreDown)
+		_ = g.engine.Close()
+		g.engine = nil
+		g.runHook("post-down", g.cfg.PostDown)
+	}
+	g.mu.Unlock()
+	g.log.Info("gateway stopped")
+	if errors.Is(runErr, grpc.ErrServerStopped) {
+		return nil
+	}
+	return runErr
+}
+
+// persistLoop writes the applied config at most every 200 ms, off the apply
+// path so acknowledgements are not held up by disk writes.
+func (g *Gateway) persistLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.persistDirty:
+			g.persistNow()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (g *Gateway) persistNow() {
+	g.mu.Lock()
+	if g.state.revision == 0 {
+		g.mu.Unlock()
+		return
+	}
+	saved := savedConfig{Revision: g.state.revision, Interface: g.state.iface, Peers: make([]*gw.Peer, 0, len(g.state.peers))}
+	for _, p := range g.state.peers {
+		saved.Peers = append(saved.Peers, p)
+	}
+	g.mu.Unlock()
+	raw, err := json.Marshal(saved)
+	if err == nil {
+		err = writeFileAtomic(filepath.Join(g.cfg.DataDir, configFile), raw)
+	}
+	if err != nil {
+		g.log.Error("could not save the config to disk", "err", err)
+	}
+}
+
+// Ready tells whether the data plane works: interface up, config applied.
+// It does not depend on any core being connected.
+func (g *Gateway) Ready() (bool, string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case g.engine == nil:
+		return false, "no configuration applied yet"
+	case !g.engine.Up():
+		return false, "interface is down"
+	case g.state.revision == 0:
+		return false, "no configuration applied yet"
+	}
+	return true, "ok"
+}

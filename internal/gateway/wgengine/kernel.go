@@ -1,0 +1,129 @@
+package wgengine
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Kernel drives the in-kernel WireGuard module through netlink and wgctrl.
+type Kernel struct {
+	mu   sync.Mutex
+	name string
+	wg   *wgctrl.Client
+	link *linkConfig
+	cur  Interface
+}
+
+// ErrNoKernelModule means the kernel cannot create WireGuard links.
+var ErrNoKernelModule = errors.New("kernel WireGuard is not available")
+
+// NewKernel creates (or adopts an existing) kernel WireGuard link.
+func NewKernel(name string) (*Kernel, error) {
+	if _, err := netlink.LinkByName(name); err != nil {
+		la := netlink.NewLinkAttrs()
+		la.Name = name
+		if err := netlink.LinkAdd(&netlink.GenericLink{LinkAttrs: la, LinkType: "wireguard"}); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNoKernelModule, err)
+		}
+	}
+	c, err := wgctrl.New()
+	if err != nil {
+		return nil, fmt.Errorf("wgctrl: %w", err)
+	}
+	return &Kernel{name: name, wg: c, link: &linkConfig{name: name}}, nil
+}
+
+func (k *Kernel) Kind() string { return "kernel" }
+
+func (k *Kernel) Configure(in Interface) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	key, err := wgtypes.ParseKey(in.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("private key: %w", err)
+	}
+	port, mark := in.ListenPort, in.FwMark
+	if err := k.wg.ConfigureDevice(k.name, wgtypes.Config{PrivateKey: &key, ListenPort: &port, FirewallMark: &mark}); err != nil {
+		return fmt.Errorf("configure %s: %w", k.name, err)
+	}
+	if err := k.link.apply(in.MTU, in.Addresses); err != nil {
+		return err
+	}
+	k.cur = in
+	return nil
+}
+
+func (k *Kernel) Apply(set []PeerConfig, remove []string) error {
+	var peers []wgtypes.PeerConfig
+	for _, r := range remove {
+		pk, err := wgtypes.ParseKey(r)
+		if err != nil {
+			return err
+		}
+		peers = append(peers, wgtypes.PeerConfig{PublicKey: pk, Remove: true})
+	}
+	for _, p := range set {
+		pk, err := wgtypes.ParseKey(p.PublicKey)
+		if err != nil {
+			return err
+		}
+		pc := wgtypes.PeerConfig{PublicKey: pk, ReplaceAllowedIPs: true}
+		psk := wgtypes.Key{}
+		if p.PresharedKey != "" {
+			if psk, err = wgtypes.ParseKey(p.PresharedKey); err != nil {
+				return err
+			}
+		}
+		pc.PresharedKey = &psk
+		for _, ip := range p.AllowedIPs {
+			pc.AllowedIPs = append(pc.AllowedIPs, net.IPNet{IP: ip.Addr().AsSlice(), Mask: net.CIDRMask(ip.Bits(), ip.Addr().BitLen())})
+		}
+		peers = append(peers, pc)
+	}
+	if len(peers) == 0 {
+		return nil
+	}
+	return k.wg.ConfigureDevice(k.name, wgtypes.Config{Peers: peers})
+}
+
+func (k *Kernel) Peers() ([]PeerState, error) {
+	d, err := k.wg.Device(k.name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]PeerState, 0, len(d.Peers))
+	for _, p := range d.Peers {
+		ps := PeerState{PeerConfig: PeerConfig{PublicKey: p.PublicKey.String(), Keepalive: int(p.PersistentKeepaliveInterval.Seconds())},
+			LastHandshake: p.LastHandshakeTime, RxBytes: uint64(p.ReceiveBytes), TxBytes: uint64(p.TransmitBytes)}
+		if p.PresharedKey != (wgtypes.Key{}) {
+			ps.PresharedKey = p.PresharedKey.String()
+		}
+		if p.Endpoint != nil {
+			ps.Endpoint = p.Endpoint.String()
+		}
+		for _, n := range p.AllowedIPs {
+			if pfx, ok := prefixOf(n); ok {
+				ps.AllowedIPs = append(ps.AllowedIPs, pfx)
+			}
+		}
+		out = append(out, ps)
+	}
+	return out, nil
+}
+
+func (k *Kernel) Up() bool { return k.link.isUp() }
+
+func (k *Kernel) Close() error {
+	k.wg.Close()
+	link, err := netlink.LinkByName(k.name)
+	if err != nil {
+		return nil
+	}
+	return netlink.LinkDel(link)
+}

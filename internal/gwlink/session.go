@@ -1,0 +1,191 @@
+package gwlink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/wardvpn/ward/internal/core/stats"
+	"github.com/wardvpn/ward/internal/core/vpn"
+	gw "github.com/wardvpn/ward/internal/rpc/gatewayv1"
+)
+
+// ProtocolVersion is the newest control protocol this core speaks.
+const ProtocolVersion = 1
+
+// session runs one Control stream until it fails. connected reports whether
+// the gateway got as far as Hello (for backoff).
+func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bool, err error) {
+	conn, err := w.dial(t)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := gw.NewGatewayClient(conn).Control(sctx)
+	if err != nil {
+		return false, fmt.Errorf("open control stream: %w", err)
+	}
+	type recvResult struct {
+		msg *gw.GatewayMessage
+		err error
+	}
+	incoming := make(chan recvResult, 16)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			select {
+			case incoming <- recvResult{msg, err}:
+			case <-sctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var hello *gw.Hello
+	select {
+	case r := <-incoming:
+		if r.err != nil {
+			return false, fmt.Errorf("control stream: %w", r.err)
+		}
+		hello = r.msg.GetHello()
+	case <-time.After(10 * time.Second):
+		return false, errors.New("gateway sent no hello within 10s")
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	if hello == nil || hello.GetGatewayId() != t.ID {
+		return false, fmt.Errorf("gateway introduced itself as %q, expected %q", hello.GetGatewayId(), t.ID)
+	}
+	if !slices.Contains(hello.GetProtocolVersions(), ProtocolVersion) {
+		return false, fmt.Errorf("gateway speaks protocol versions %v, core needs %d", hello.GetProtocolVersions(), ProtocolVersion)
+	}
+	if err := stream.Send(&gw.CoreMessage{Msg: &gw.CoreMessage_Welcome{Welcome: &gw.Welcome{ProtocolVersion: ProtocolVersion, CoreId: w.m.coreID}}}); err != nil {
+		return false, err
+	}
+	link := vpn.LinkEvent{GatewayID: t.ID, CoreID: w.m.coreID, Version: hello.GetVersion(), BootID: hello.GetBootId(),
+		Connected: true, AppliedRevision: int64(hello.GetAppliedRevision())}
+	if err := w.m.vpn.RecordLink(ctx, w.m.actor(), link, true); err != nil {
+		w.log.Warn("cannot record gateway link", "err", err)
+	}
+	w.log.Info("gateway connected", "version", hello.GetVersion(), "applied_revision", hello.GetAppliedRevision())
+	defer func() {
+		link.Connected = false
+		if err != nil && !errors.Is(err, context.Canceled) {
+			link.Error = err.Error()
+		}
+		// The session context may be gone; the disconnect must still land.
+		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer rcancel()
+		if rerr := w.m.vpn.RecordLink(rctx, w.m.actor(), link, true); rerr != nil {
+			w.log.Warn("cannot record gateway disconnect", "err", rerr)
+		}
+		w.log.Info("gateway disconnected", "err", err)
+	}()
+
+	wake, unsubscribe := w.m.vpn.Hub().Subscribe(t.LocationID)
+	defer unsubscribe()
+	poll := time.NewTicker(w.m.opts.RevisionPoll)
+	defer poll.Stop()
+
+	sent := int64(hello.GetAppliedRevision())
+	var awaitingAck int64
+	var ackDeadline time.Time
+	for {
+		upd, err := w.m.vpn.GatewayUpdateSince(ctx, t.LocationID, sent)
+		if err != nil {
+			return true, fmt.Errorf("compute update: %w", err)
+		}
+		if upd.Revision != sent {
+			if err := stream.Send(updateMessage(upd)); err != nil {
+				return true, err
+			}
+			sent = upd.Revision
+			if awaitingAck == 0 {
+				ackDeadline = time.Now().Add(w.m.opts.AckTimeout)
+			}
+			awaitingAck = sent
+		}
+		select {
+		case <-ctx.Done():
+			return true, ctx.Err()
+		case <-w.revoked:
+			_ = stream.Send(&gw.CoreMessage{Msg: &gw.CoreMessage_Revoked{Revoked: &gw.Revoked{Reason: "gateway deleted in core"}}})
+			return true, errors.New("gateway deleted in core")
+		case <-wake:
+		case <-poll.C:
+			if awaitingAck != 0 && time.Now().After(ackDeadline) {
+				return true, fmt.Errorf("gateway did not acknowledge revision %d within %s", awaitingAck, w.m.opts.AckTimeout)
+			}
+		case r := <-incoming:
+			if r.err != nil {
+				if status.Code(r.err) == codes.Canceled && ctx.Err() != nil {
+					return true, ctx.Err()
+				}
+				return true, fmt.Errorf("control stream: %w", r.err)
+			}
+			switch m := r.msg.Msg.(type) {
+			case *gw.GatewayMessage_Ack:
+				link.AppliedRevision = int64(m.Ack.GetRevision())
+				if link.AppliedRevision >= awaitingAck {
+					awaitingAck = 0
+				}
+				if err := w.m.vpn.TouchLink(ctx, t.ID, w.m.coreID, link.AppliedRevision); err != nil {
+					w.log.Warn("cannot record ack", "err", err)
+				}
+			case *gw.GatewayMessage_NeedSnapshot:
+				w.log.Info("gateway asked for a snapshot", "applied_revision", m.NeedSnapshot.GetAppliedRevision())
+				sent = 0
+			case *gw.GatewayMessage_Stats:
+				w.ingest(ctx, t, m.Stats)
+				if err := stream.Send(&gw.CoreMessage{Msg: &gw.CoreMessage_StatsAck{StatsAck: &gw.StatsAck{BootId: m.Stats.GetBootId(), Seq: m.Stats.GetSeq()}}}); err != nil {
+					return true, err
+				}
+				if err := w.m.vpn.TouchLink(ctx, t.ID, w.m.coreID, link.AppliedRevision); err != nil {
+					w.log.Warn("cannot record contact", "err", err)
+				}
+			}
+		}
+	}
+}
+
+func (w *worker) ingest(ctx context.Context, t vpn.GatewayTarget, r *gw.StatsReport) {
+	rep := stats.Report{GatewayID: t.ID, LocationID: t.LocationID, BootID: r.GetBootId(), Seq: r.GetSeq(), At: r.GetAt(),
+		Samples: make([]stats.Sample, len(r.GetSamples()))}
+	for i, s := range r.GetSamples() {
+		rep.Samples[i] = stats.Sample{PublicKey: s.GetPublicKey(), Generation: s.GetGeneration(), RxBytes: s.GetRxBytes(), TxBytes: s.GetTxBytes(),
+			LastHandshake: s.GetLastHandshake(), Endpoint: s.GetEndpoint()}
+	}
+	if _, err := w.m.stats.Ingest(ctx, rep); err != nil {
+		w.log.Warn("statistics batch not ingested", "seq", r.GetSeq(), "err", err)
+	}
+}
+
+func updateMessage(u vpn.GatewayUpdate) *gw.CoreMessage {
+	iface := &gw.Interface{LocationId: u.Interface.LocationID, LocationName: u.Interface.LocationName, PrivateKey: u.Interface.PrivateKey,
+		ListenPort: uint32(u.Interface.ListenPort), Addresses: u.Interface.Addresses, Mtu: uint32(u.Interface.MTU), Fwmark: uint32(u.Interface.FwMark)}
+	peers := make([]*gw.Peer, len(u.Peers))
+	for i, p := range u.Peers {
+		peers[i] = &gw.Peer{PublicKey: p.PublicKey, AllowedIps: p.AllowedIPs, PresharedKey: p.PresharedKey, ExpiresAt: p.ExpiresAt, DeviceId: p.DeviceID}
+	}
+	if u.Snapshot {
+		return &gw.CoreMessage{Msg: &gw.CoreMessage_Snapshot{Snapshot: &gw.Snapshot{Revision: uint64(u.Revision), Interface: iface, Peers: peers}}}
+	}
+	return &gw.CoreMessage{Msg: &gw.CoreMessage_Changes{Changes: &gw.Changes{FromRevision: uint64(u.FromRevision), ToRevision: uint64(u.Revision),
+		Interface: iface, Upserts: peers, Removes: u.Removes}}}
+}
+
+func (m *Manager) recordFailure(ctx context.Context, gatewayID string, err error) {
+	ev := vpn.LinkEvent{GatewayID: gatewayID, CoreID: m.coreID, Connected: false, Error: err.Error()}
+	if rerr := m.vpn.RecordLinkError(ctx, ev); rerr != nil && ctx.Err() == nil {
+		m.log.Debug("cannot record link error", "err", rerr)
+	}
+}

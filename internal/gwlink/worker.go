@@ -1,0 +1,220 @@
+package gwlink
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/pki"
+	gw "github.com/wardvpn/ward/internal/rpc/gatewayv1"
+)
+
+// worker keeps one gateway connected.
+type worker struct {
+	m      *Manager
+	cancel context.CancelFunc
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	target  vpn.GatewayTarget
+	wake    chan struct{}
+	revoked chan struct{}
+}
+
+func (w *worker) update(t vpn.GatewayTarget) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.wake == nil {
+		w.wake = make(chan struct{}, 1)
+		w.revoked = make(chan struct{})
+	}
+	changed := w.target.ControlAddress != t.ControlAddress || w.target.CertSerial != t.CertSerial || string(w.target.JoinKey) != string(t.JoinKey)
+	w.target = t
+	if changed {
+		w.kick()
+	}
+}
+
+func (w *worker) kick() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) revoke() {
+	w.mu.Lock()
+	select {
+	case <-w.revoked:
+	default:
+		close(w.revoked)
+	}
+	w.mu.Unlock()
+	// The stream, if any, sends Revoked and ends; the worker then stops.
+	go func() {
+		time.Sleep(2 * time.Second)
+		w.cancel()
+	}()
+}
+
+func (w *worker) current() vpn.GatewayTarget {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.target
+}
+
+func (w *worker) run(ctx context.Context) {
+	backoff := 250 * time.Millisecond
+	for ctx.Err() == nil {
+		select {
+		case <-w.revoked:
+			return
+		default:
+		}
+		t := w.current()
+		var err error
+		if t.CertSerial == "" {
+			if len(t.JoinKey) == 0 || time.Now().UnixMilli() > t.JoinExpiresAt {
+				err = errors.New("not adopted and no valid join token: issue one and start the gateway with it")
+			} else {
+				err = w.adopt(ctx, t)
+				if err == nil {
+					backoff = 250 * time.Millisecond
+					continue // the registry now holds the serial
+				}
+			}
+		} else {
+			var connected bool
+			connected, err = w.session(ctx, t)
+			if connected {
+				backoff = 250 * time.Millisecond
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			w.log.Warn("gateway link attempt failed", "err", err)
+			w.m.recordFailure(ctx, t.ID, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.revoked:
+			return
+		case <-w.wake:
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(backoff*2, w.m.opts.MaxBackoff)
+	}
+}
+
+// adopt runs the join-token exchange over TLS that cannot be verified yet;
+// the gateway's knowledge of the token is what authenticates it.
+func (w *worker) adopt(ctx context.Context, t vpn.GatewayTarget) error {
+	conn, err := grpc.NewClient(t.ControlAddress, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // authenticated by the HMAC over the join token below
+	})))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	stream, err := gw.NewGatewayClient(conn).Adopt(actx)
+	if err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
+	nonce := make([]byte, 32)
+	_, _ = rand.Read(nonce)
+	if err := stream.Send(&gw.AdoptMessage{Step: &gw.AdoptMessage_Begin{Begin: &gw.AdoptBegin{GatewayId: t.ID, CoreNonce: nonce}}}); err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
+	msg, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
+	offer := msg.GetOffer()
+	if offer == nil {
+		return errors.New("adopt: gateway did not offer a certificate request")
+	}
+	want := pki.AdoptMAC(t.JoinKey, "gateway", t.ID, nonce, offer.GetGatewayNonce(), offer.GetCsrDer())
+	if !hmacEqual(want, offer.GetMac()) {
+		return errors.New("adopt: the gateway does not hold this gateway's join token")
+	}
+	cert, der, err := w.m.ca.SignCSR(offer.GetCsrDer(), pki.RoleGateway, t.ID, 5*365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	serial := cert.SerialNumber.Text(16)
+	mac := pki.AdoptMAC(t.JoinKey, "core", t.ID, nonce, offer.GetGatewayNonce(), der, w.m.ca.DER)
+	if err := stream.Send(&gw.AdoptMessage{Step: &gw.AdoptMessage_Grant{Grant: &gw.AdoptGrant{CertDer: der, CaDer: w.m.ca.DER, Mac: mac}}}); err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
+	if msg, err = stream.Recv(); err != nil || msg.GetDone() == nil {
+		return fmt.Errorf("adopt: gateway did not confirm: %v", err)
+	}
+	// The gateway stored its identity and will not accept this token again,
+	// so at most one replica gets here per token; record the serial that
+	// core will pin from now on.
+	if err := w.m.vpn.CompleteAdoption(ctx, w.m.actor(), t.ID, t.JoinKey, serial); err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
+	w.log.Info("gateway adopted", "cert_serial", serial)
+	w.mu.Lock()
+	w.target.CertSerial, w.target.JoinKey = serial, nil
+	w.mu.Unlock()
+	return nil
+}
+
+// dial opens a mutual-TLS connection that accepts only this gateway's
+// current certificate.
+func (w *worker) dial(t vpn.GatewayTarget) (*grpc.ClientConn, error) {
+	pool := x509.NewCertPool()
+	pool.AddCert(w.m.ca.Cert)
+	tlsConf := &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		Certificates:       []tls.Certificate{w.m.cert},
+		InsecureSkipVerify: true, // the chain, identity and pinned serial are checked below
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if _, err := pki.VerifyChain(raw, pool, pki.RoleGateway, t.ID); err != nil {
+				return err
+			}
+			leaf, err := x509.ParseCertificate(raw[0])
+			if err != nil {
+				return err
+			}
+			if leaf.SerialNumber.Text(16) != t.CertSerial {
+				return errors.New("gateway presents a certificate that core has revoked (a new join token was issued)")
+			}
+			return nil
+		},
+	}
+	return grpc.NewClient(t.ControlAddress,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 2 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
+	)
+}
+
+func hmacEqual(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	var v byte
+	for i := range a {
+		v |= a[i] ^ b[i]
+	}
+	return v == 0
+}

@@ -189,8 +189,16 @@ func TestBadInput(t *testing.T) {
 		loc := f.createLocation(map[string]any{"name": "office", "addresses": []string{"10.10.0.0/16", "fd00:10::/64"}, "endpoint": "vpn.example.com"})
 		aliceKey := newPublicKey(t)
 		aliceDev := f.createDevice(admin, map[string]any{"name": "laptop", "public_key": aliceKey, "user_id": alice.ID})
+		restricted := f.createLocation(map[string]any{"name": "lab", "addresses": []string{"10.60.0.0/24"}, "endpoint": "lab.example.com",
+			"allowed_groups": []string{"engineering"}})
 		ac := f.login("alice", userPassword)
 		mc := f.login("mallory", userPassword)
+		// A session past its expiry.
+		expiring := f.createUser("expiring")
+		ec := f.login("expiring", userPassword)
+		if _, err := db.ExecContext(f.ctx, `UPDATE sessions SET expires_at = $1 WHERE user_id = $2`, store.Now()-1000, expiring.ID); err != nil {
+			t.Fatal(err)
+		}
 
 		// A revoked and an expired token.
 		var tok identity.APIToken
@@ -303,6 +311,7 @@ func TestBadInput(t *testing.T) {
 			{"basic auth", f.anon(), "GET", "/me", nil, []reqOpt{header("Authorization", "Basic YWRtaW46YWRtaW4=")}, 401, "unauthenticated", ""},
 			{"revoked token", f.anon().withBearer(revoked), "POST", "/devices", map[string]any{"name": "x", "public_key": newPublicKey(t)}, nil, 401, "unauthenticated", ""},
 			{"expired token", f.anon().withBearer(expired), "POST", "/devices", map[string]any{"name": "x", "public_key": newPublicKey(t)}, nil, 401, "unauthenticated", ""},
+			{"expired session", ec, "POST", "/devices", map[string]any{"name": "x", "public_key": newPublicKey(t)}, nil, 401, "unauthenticated", ""},
 			{"forged session cookie", f.anon(), "GET", "/me", nil, []reqOpt{header("Cookie", api.SessionCookie+"=ws_forged")}, 401, "unauthenticated", ""},
 			{"missing CSRF header", admin, "POST", "/groups", map[string]any{"name": "ops"}, []reqOpt{noHeader("X-CSRF-Token")}, 403, "csrf_failed", ""},
 			{"wrong CSRF header", admin, "DELETE", "/devices/" + aliceDev.ID, nil, []reqOpt{header("X-CSRF-Token", "wrong")}, 403, "csrf_failed", ""},
@@ -327,6 +336,7 @@ func TestBadInput(t *testing.T) {
 			{"user reads another user", mc, "GET", "/users/" + alice.ID, nil, nil, 403, "forbidden", ""},
 			{"user changes settings", mc, "PATCH", "/settings", map[string]any{"users_can_manage_devices": false}, nil, 403, "forbidden", ""},
 			{"user reads settings", mc, "GET", "/settings", nil, nil, 403, "forbidden", ""},
+			{"user reads a location not open to them", mc, "GET", "/locations/" + restricted.ID, nil, nil, 404, "not_found", ""},
 			{"user reads audit log", mc, "GET", "/audit", nil, nil, 403, "forbidden", ""},
 			{"user registers gateway", mc, "POST", "/locations/" + loc.ID + "/gateways", map[string]any{"name": "gw", "control_address": "10.0.0.1:7000"}, nil, 403, "forbidden", ""},
 
@@ -355,13 +365,24 @@ func TestBadInput(t *testing.T) {
 		}
 
 		// After all that the world is as it was set up.
-		if got := f.device(aliceDev.ID); got.Name != "laptop" || got.PublicKey != aliceKey || len(got.Addresses) != 2 {
+		if got := f.device(aliceDev.ID); got.Name != "laptop" || got.PublicKey != aliceKey || len(got.Addresses) != 3 {
 			t.Errorf("alice's device changed: %+v", got)
 		}
 		admin.mustDo(http.StatusOK, "GET", v1+"/me", nil)
 		mc.mustDo(http.StatusOK, "GET", v1+"/me", nil)
-		if n := f.count(`SELECT COUNT(*) FROM locations`); n != 1 {
-			t.Errorf("%d locations, want 1", n)
+		if n := f.count(`SELECT COUNT(*) FROM locations`); n != 2 {
+			t.Errorf("%d locations, want 2", n)
+		}
+		// The media type check is not stricter than it should be.
+		admin.mustDo(http.StatusCreated, "POST", v1+"/groups", `{"name":"ops"}`, header("Content-Type", "application/json; charset=utf-8"))
+		// Mallory sees only the location open to everyone.
+		var locs struct {
+			Items []vpn.Location `json:"items"`
+			Total int            `json:"total"`
+		}
+		mc.mustDo(http.StatusOK, "GET", v1+"/locations", nil).decode(t, &locs)
+		if locs.Total != 1 || len(locs.Items) != 1 || locs.Items[0].ID != loc.ID {
+			t.Errorf("mallory lists locations %+v, want only %s", locs, loc.Name)
 		}
 	})
 }
@@ -525,6 +546,12 @@ func TestLockout(t *testing.T) {
 		f.createUser("carol")
 		expectError(t, second.do("POST", v1+"/auth/login", map[string]string{"username": "carol", "password": "nope"}), http.StatusUnauthorized, "invalid_credentials", "")
 		expectError(t, primary.do("POST", v1+"/auth/login", map[string]string{"username": "carol", "password": "nope"}), http.StatusTooManyRequests, "account_locked", "")
+		// A lock whose time has passed lets the right password in again.
+		expectError(t, primary.do("POST", v1+"/auth/login", map[string]string{"username": "carol", "password": userPassword}), http.StatusTooManyRequests, "account_locked", "")
+		if _, err := db.ExecContext(f.ctx, `UPDATE login_attempts SET locked_until = $1`, store.Now()-1); err != nil {
+			t.Fatal(err)
+		}
+		loginAt(t, replicaTS.URL, "carol", userPassword)
 	})
 }
 

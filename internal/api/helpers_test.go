@@ -198,8 +198,8 @@ func (f *fixture) count(query string, args ...any) int {
 // snapshotTables are the tables whose row counts must not move when a
 // request fails.
 var snapshotTables = []string{
-	"users", "groups", "group_members", "locations", "location_groups", "location_changes",
-	"devices", "device_addresses", "gateways", "proxies", "api_tokens", "sessions", "login_attempts", "audit_log",
+	"users", "groups", "group_members", "locations", "location_groups", "location_changes", "location_change_peers",
+	"devices", "device_addresses", "gateways", "gateway_links", "proxies", "api_tokens", "sessions", "login_attempts", "audit_log",
 }
 
 // snapshot captures everything a failed request could have half-written:

@@ -16,11 +16,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/core/identity"
+	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
 	"github.com/wardvpn/ward/internal/store"
 )
@@ -66,6 +68,17 @@ var oapiOutputTypes = map[string]reflect.Type{
 	"#/components/schemas/CreatedDevice":          reflect.TypeFor[createdDeviceResponse](),
 	"#/components/schemas/Location":               reflect.TypeFor[vpn.Location](),
 	"#/components/schemas/Component":              reflect.TypeFor[vpn.Component](),
+	"#/components/schemas/GatewayStatus":          reflect.TypeFor[vpn.GatewayStatus](),
+	"#/components/schemas/GatewayLink":            reflect.TypeFor[vpn.GatewayLink](),
+	"#/components/schemas/JoinToken":              reflect.TypeFor[vpn.JoinToken](),
+	"#/components/schemas/CreatedGateway":         reflect.TypeFor[vpn.CreatedGateway](),
+	"#/components/schemas/TrafficTotals":          reflect.TypeFor[stats.Totals](),
+	"#/components/schemas/TrafficPoint":           reflect.TypeFor[stats.Point](),
+	"#/components/schemas/DeviceUsage":            reflect.TypeFor[stats.DeviceUsage](),
+	"#/components/schemas/GatewayUsage":           reflect.TypeFor[stats.GatewayUsage](),
+	"#/components/schemas/LocationStats":          reflect.TypeFor[stats.LocationStats](),
+	"#/components/schemas/DeviceLocationUsage":    reflect.TypeFor[stats.DeviceLocationUsage](),
+	"#/components/schemas/DeviceStats":            reflect.TypeFor[stats.DeviceStats](),
 	"#/components/schemas/Settings":               reflect.TypeFor[core.Settings](),
 	"#/components/schemas/AuditEntry":             reflect.TypeFor[core.AuditEntry](),
 	"#/components/schemas/UserPage":               reflect.TypeFor[page[identity.User]](),
@@ -1062,9 +1075,52 @@ func TestOpenAPIHappyPathsMatchLiveServer(t *testing.T) {
 	call(admin, "PATCH /api/v1/devices/{id}", "/api/v1/devices/"+did, map[string]any{"name": "laptop-2", "description": "work"}, 200)
 
 	gw := call(admin, "POST /api/v1/locations/{id}/gateways", "/api/v1/locations/"+lid+"/gateways", map[string]any{"name": "gw1", "control_address": "10.0.0.2:7000"}, 201)
-	gwPath := "/api/v1/locations/" + lid + "/gateways/" + oapiStr(gw, "id")
+	if oapiStr(gw, "join_token") == "" || gw["join_token_expires_at"] == nil || gw["status"] == nil {
+		t.Errorf("a new gateway should come with its join token and status: %v", gw)
+	}
+	gwID := oapiStr(gw, "id")
+	gwPath := "/api/v1/locations/" + lid + "/gateways/" + gwID
+	jt := call(admin, "POST /api/v1/locations/{id}/gateways/{gid}/join-token", gwPath+"/join-token", nil, 201)
+	if oapiStr(jt, "join_token") == "" || oapiStr(jt, "join_token") == oapiStr(gw, "join_token") {
+		t.Errorf("join-token should issue a fresh token: %v", jt)
+	}
+	// Control links of two core replicas, one up and one failing, so the
+	// gateway status carries links with and without last_error.
+	if err := srv.vpn.RecordLink(t.Context(), core.SystemActor("oapi"), vpn.LinkEvent{GatewayID: gwID, CoreID: "core-a",
+		Version: "v0.0.0-oapi", BootID: "boot-1", Connected: true, AppliedRevision: 1}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.vpn.RecordLinkError(t.Context(), vpn.LinkEvent{GatewayID: gwID, CoreID: "core-b", Error: "dial: connection refused"}); err != nil {
+		t.Fatal(err)
+	}
 	call(admin, "GET /api/v1/locations/{id}/gateways", "/api/v1/locations/"+lid+"/gateways", nil, 200)
-	call(admin, "GET /api/v1/locations/{id}/gateways/{gid}", gwPath, nil, 200)
+	if g := call(admin, "GET /api/v1/locations/{id}/gateways/{gid}", gwPath, nil, 200); g["status"] == nil {
+		t.Errorf("a gateway should have a status: %v", g)
+	} else if st, _ := g["status"].(map[string]any); oapiLen(st, "links") != 2 || st["connected"] != true {
+		t.Errorf("gateway status with two links, one connected: %v", st)
+	}
+
+	// Traffic of the laptop through gw1, then both statistics views.
+	now := time.Now()
+	if _, err := srv.stats.Ingest(t.Context(), stats.Report{GatewayID: gwID, LocationID: lid, BootID: "boot-1", Seq: 1, At: now.UnixMilli(),
+		Samples: []stats.Sample{{PublicKey: oapiStr(dev, "public_key"), Generation: 1, RxBytes: 1000, TxBytes: 5000, LastHandshake: now.UnixMilli()}}}); err != nil {
+		t.Fatal(err)
+	}
+	window := "?from=" + now.Add(-time.Hour).UTC().Format(time.RFC3339) + "&to=" + strconv.FormatInt(now.Add(time.Minute).UnixMilli(), 10)
+	ls := call(admin, "GET /api/v1/locations/{id}/stats", "/api/v1/locations/"+lid+"/stats"+window, nil, 200)
+	if oapiLen(ls, "series") != 1 || oapiLen(ls, "devices") != 1 || oapiLen(ls, "gateways") != 1 {
+		t.Errorf("location stats: want one minute, device and gateway: %v", ls)
+	} else if d := ls["devices"].([]any)[0].(map[string]any); d["device_id"] != did || d["upload_bytes"] != 1000.0 || d["download_bytes"] != 5000.0 || d["connected"] != true {
+		t.Errorf("location stats device: %v", d)
+	}
+	ds := call(admin, "GET /api/v1/devices/{id}/stats", "/api/v1/devices/"+did+"/stats", nil, 200)
+	if oapiLen(ds, "locations") != 1 {
+		t.Errorf("device stats: want one location: %v", ds)
+	} else if tot, _ := ds["totals"].(map[string]any); tot["upload_bytes"] != 1000.0 || tot["download_bytes"] != 5000.0 {
+		t.Errorf("device stats totals: %v", tot)
+	}
+	call(admin, "GET /api/v1/locations/{id}/stats", "/api/v1/locations/"+lid+"/stats?from=2020-01-01T00:00:00Z&to=2020-01-01T00:00:00Z", nil, 400)
+	call(admin, "GET /api/v1/devices/{id}/stats", "/api/v1/devices/"+did+"/stats?to=yesterday", nil, 400)
 	call(admin, "PATCH /api/v1/locations/{id}/gateways/{gid}", gwPath, map[string]any{"control_address": "10.0.0.3:7000"}, 200)
 	call(admin, "DELETE /api/v1/locations/{id}/gateways/{gid}", gwPath, nil, 204)
 

@@ -90,6 +90,7 @@ func Open(ctx context.Context, cfg Config, version string, log *slog.Logger, std
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(app.Gateways.Collectors()...)
 	app.API = api.New(db, ident, vpnSvc, api.Options{SecureCookies: cfg.SecureCookies(), Registry: reg, Log: log, Stats: statsSvc})
 	return app, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/wardvpn/ward/internal/gwlink"
+	"github.com/wardvpn/ward/internal/logging"
 )
 
 // Config is ward core's configuration. Every field can come from a flag or
@@ -65,32 +66,11 @@ func (c Config) Validate() error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--public-url %q must be an http:// or https:// URL", c.PublicURL)
 	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		return fmt.Errorf("--log-format must be text or json, not %q", c.LogFormat)
-	}
-	if _, err := parseLevel(c.LogLevel); err != nil {
-		return err
-	}
-	return nil
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return l, fmt.Errorf("--log-level must be debug, info, warn or error, not %q", s)
-	}
-	return l, nil
+	return logging.Validate(c.LogLevel, c.LogFormat)
 }
 
 // Logger builds the process logger.
-func (c Config) Logger(w io.Writer) *slog.Logger {
-	level, _ := parseLevel(c.LogLevel)
-	opts := &slog.HandlerOptions{Level: level}
-	if c.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}
+func (c Config) Logger(w io.Writer) *slog.Logger { return logging.New(w, c.LogLevel, c.LogFormat) }
 
 // SecureCookies tells whether the public URL is HTTPS.
 func (c Config) SecureCookies() bool { return strings.HasPrefix(c.PublicURL, "https://") }

@@ -174,15 +174,27 @@ func checkGrant(grant *gw.AdoptGrant, gatewayID string, pub any) error {
 	return nil
 }
 
-// forget drops the adoption (core revoked this gateway). The data plane
-// keeps running until the process stops; a new join token re-adopts it.
+// forget drops the adoption (core revoked this gateway) and stops serving:
+// a revoked gateway must not keep the location's key and peers in use.
 func (g *Gateway) forget(reason string) {
 	g.tlsMu.Lock()
 	g.ident = nil
 	g.cfg.JoinToken = ""
 	g.tlsMu.Unlock()
-	for _, f := range []string{identityFile} {
-		_ = removeFile(g.cfg.DataDir, f)
+	g.mu.Lock()
+	if g.engine != nil {
+		g.runHook("pre-down", g.cfg.PreDown)
+		_ = g.engine.Close()
+		g.engine = nil
+		g.removeMasqueradeLocked()
+		g.runHook("post-down", g.cfg.PostDown)
 	}
-	g.log.Warn("core revoked this gateway; adoption forgotten", "reason", reason)
+	g.state = applied{peers: map[string]*gw.Peer{}}
+	g.mu.Unlock()
+	for _, f := range []string{identityFile, configFile} {
+		if err := removeFile(g.cfg.DataDir, f); err != nil {
+			g.log.Error("could not remove file of the revoked adoption", "file", f, "err", err)
+		}
+	}
+	g.log.Warn("core revoked this gateway: adoption, configuration and interface removed", "reason", reason)
 }

@@ -53,7 +53,7 @@ func (g *Gateway) applySnapshot(s *gw.Snapshot) (bool, error) {
 	if err := g.engine.Apply(set, remove); err != nil {
 		return false, err
 	}
-	g.noteInstalledLocked(current, set, remove)
+	g.noteInstalledLocked(current, set)
 	g.state = applied{revision: s.GetRevision(), iface: s.GetInterface(), peers: byKey}
 	g.afterApplyLocked(len(set), len(remove))
 	return true, nil
@@ -94,8 +94,8 @@ func (g *Gateway) applyChanges(c *gw.Changes) (bool, error) {
 		return false, err
 	}
 	for _, k := range remove {
+		// The generation is kept: a later reinstall must get a new one.
 		delete(g.state.peers, k)
-		delete(g.generation, k)
 	}
 	for _, p := range c.GetUpserts() {
 		if _, ok := g.state.peers[p.GetPublicKey()]; !ok {
@@ -109,7 +109,10 @@ func (g *Gateway) applyChanges(c *gw.Changes) (bool, error) {
 	return true, nil
 }
 
-func (g *Gateway) noteInstalledLocked(current []wgengine.PeerState, set []wgengine.PeerConfig, remove []string) {
+// noteInstalledLocked starts a new generation for every peer newly installed
+// on the device. Removed peers keep their generation, so a reinstall (whose
+// counters restart) never reuses the generation of the previous install.
+func (g *Gateway) noteInstalledLocked(current []wgengine.PeerState, set []wgengine.PeerConfig) {
 	had := make(map[string]bool, len(current))
 	for _, p := range current {
 		had[p.PublicKey] = true
@@ -118,9 +121,6 @@ func (g *Gateway) noteInstalledLocked(current []wgengine.PeerState, set []wgengi
 		if !had[p.PublicKey] {
 			g.generation[p.PublicKey]++
 		}
-	}
-	for _, k := range remove {
-		delete(g.generation, k)
 	}
 }
 
@@ -135,7 +135,12 @@ func (g *Gateway) afterApplyLocked(set, removed int) {
 		g.log.Debug("config applied", "revision", g.state.revision, "peers", len(g.state.peers))
 	}
 	g.setMemoryLimitLocked()
-	g.persistDirty <- struct{}{}
+	// Coalesce: one pending signal is enough, and applying (under g.mu)
+	// must never wait for the persist loop, which may be pausing or gone.
+	select {
+	case g.persistDirty <- struct{}{}:
+	default:
+	}
 }
 
 // setMemoryLimitLocked bounds wireguard-go's buffer pools (they grow to
@@ -179,6 +184,13 @@ func (g *Gateway) configureLocked(iface *gw.Interface) error {
 		}
 	}
 	if created {
+		if g.cfg.Masquerade {
+			m := newMasquerade(g.cfg.Interface)
+			if err := m.install(); err != nil {
+				return err
+			}
+			g.masq = m
+		}
 		g.runHook("post-up", g.cfg.PostUp)
 		g.log.Info("interface up", "interface", g.cfg.Interface, "backend", g.engine.Kind(), "listen_port", in.ListenPort)
 	}

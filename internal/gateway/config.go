@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/wardvpn/ward/internal/logging"
 )
 
 // Config is the gateway's configuration; flags win over WARD_* variables.
@@ -29,6 +31,7 @@ type Config struct {
 	PostDown      string        `env:"WARD_POST_DOWN"`
 	JoinToken     string        `env:"WARD_JOIN_TOKEN"`
 	UAPI          bool          `env:"WARD_UAPI"`
+	Masquerade    bool          `env:"WARD_MASQUERADE"`
 	LogLevel      string        `env:"WARD_LOG_LEVEL" envDefault:"info"`
 	LogFormat     string        `env:"WARD_LOG_FORMAT" envDefault:"text"`
 }
@@ -52,6 +55,7 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	fs.StringVar(&c.PreDown, "pre-down", c.PreDown, "shell command before the interface is removed (WARD_PRE_DOWN)")
 	fs.StringVar(&c.PostDown, "post-down", c.PostDown, "shell command after the interface is removed (WARD_POST_DOWN)")
 	fs.StringVar(&c.JoinToken, "join-token", c.JoinToken, "one-time token from core's gateway registration; prefer WARD_JOIN_TOKEN")
+	fs.BoolVar(&c.Masquerade, "masquerade", c.Masquerade, "NAT VPN traffic leaving by other interfaces (nftables) and enable forwarding (WARD_MASQUERADE)")
 	fs.BoolVar(&c.UAPI, "uapi", c.UAPI, "userspace backend: expose a UAPI socket so `wg show` works (WARD_UAPI)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (WARD_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (WARD_LOG_FORMAT)")
@@ -72,16 +76,8 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	if c.StatsInterval < 100*time.Millisecond {
 		return c, fmt.Errorf("--stats-interval must be at least 100ms")
 	}
-	return c, nil
+	return c, logging.Validate(c.LogLevel, c.LogFormat)
 }
 
 // Logger builds the process logger.
-func (c Config) Logger(w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.LogLevel))
-	opts := &slog.HandlerOptions{Level: level}
-	if c.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}
+func (c Config) Logger(w io.Writer) *slog.Logger { return logging.New(w, c.LogLevel, c.LogFormat) }

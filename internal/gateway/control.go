@@ -82,49 +82,76 @@ func (g *Gateway) Control(stream gw.Gateway_ControlServer) error {
 	defer g.removeLink(link)
 	g.log.Info("core connected", "core_id", coreID)
 	defer g.log.Info("core disconnected", "core_id", coreID)
-	for {
-		msg, err := stream.Recv()
-		if err != nil {
-			return err
-		}
-		g.touchContact()
-		switch m := msg.Msg.(type) {
-		case *gw.CoreMessage_Welcome:
-			if m.Welcome.GetProtocolVersion() != ProtocolVersion {
-				return status.Errorf(codes.FailedPrecondition, "protocol version %d not supported", m.Welcome.GetProtocolVersion())
-			}
-		case *gw.CoreMessage_Snapshot:
-			if _, err := g.applySnapshot(m.Snapshot); err != nil {
-				g.log.Error("applying snapshot failed", "revision", m.Snapshot.GetRevision(), "err", err)
-				return status.Errorf(codes.Internal, "apply snapshot: %v", err)
-			}
-			if err := g.ack(link); err != nil {
-				return err
-			}
-		case *gw.CoreMessage_Changes:
-			_, err := g.applyChanges(m.Changes)
-			if errors.Is(err, errGap) {
-				g.mu.Lock()
-				rev := g.state.revision
-				g.mu.Unlock()
-				if err := link.send(&gw.GatewayMessage{Msg: &gw.GatewayMessage_NeedSnapshot{NeedSnapshot: &gw.NeedSnapshot{AppliedRevision: rev}}}); err != nil {
-					return err
-				}
-				continue
+	type received struct {
+		msg *gw.CoreMessage
+		err error
+	}
+	incoming := make(chan received, 1)
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			select {
+			case incoming <- received{msg, err}:
+			case <-stream.Context().Done():
+				return
 			}
 			if err != nil {
-				g.log.Error("applying changes failed", "to_revision", m.Changes.GetToRevision(), "err", err)
-				return status.Errorf(codes.Internal, "apply changes: %v", err)
+				return
 			}
-			if err := g.ack(link); err != nil {
-				return err
+		}
+	}()
+	for {
+		var msg *gw.CoreMessage
+		select {
+		case <-g.shutdown:
+			return status.Error(codes.Unavailable, "gateway shutting down")
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		case r := <-incoming:
+			if r.err != nil {
+				return r.err
 			}
-		case *gw.CoreMessage_StatsAck:
-		case *gw.CoreMessage_Revoked:
-			g.forget(m.Revoked.GetReason())
-			return status.Error(codes.PermissionDenied, "revoked")
+			msg = r.msg
+		}
+		if err := g.handle(link, msg); err != nil {
+			return err
 		}
 	}
+}
+
+// handle applies one message from a core.
+func (g *Gateway) handle(link *coreLink, msg *gw.CoreMessage) error {
+	g.touchContact()
+	switch m := msg.Msg.(type) {
+	case *gw.CoreMessage_Welcome:
+		if m.Welcome.GetProtocolVersion() != ProtocolVersion {
+			return status.Errorf(codes.FailedPrecondition, "protocol version %d not supported", m.Welcome.GetProtocolVersion())
+		}
+	case *gw.CoreMessage_Snapshot:
+		if _, err := g.applySnapshot(m.Snapshot); err != nil {
+			g.log.Error("applying snapshot failed", "revision", m.Snapshot.GetRevision(), "err", err)
+			return status.Errorf(codes.Internal, "apply snapshot: %v", err)
+		}
+		return g.ack(link)
+	case *gw.CoreMessage_Changes:
+		_, err := g.applyChanges(m.Changes)
+		if errors.Is(err, errGap) {
+			g.mu.Lock()
+			rev := g.state.revision
+			g.mu.Unlock()
+			return link.send(&gw.GatewayMessage{Msg: &gw.GatewayMessage_NeedSnapshot{NeedSnapshot: &gw.NeedSnapshot{AppliedRevision: rev}}})
+		}
+		if err != nil {
+			g.log.Error("applying changes failed", "to_revision", m.Changes.GetToRevision(), "err", err)
+			return status.Errorf(codes.Internal, "apply changes: %v", err)
+		}
+		return g.ack(link)
+	case *gw.CoreMessage_StatsAck:
+	case *gw.CoreMessage_Revoked:
+		g.forget(m.Revoked.GetReason())
+		return status.Error(codes.PermissionDenied, "revoked")
+	}
+	return nil
 }
 
 func (g *Gateway) ack(link *coreLink) error {

@@ -47,6 +47,7 @@ type Gateway struct {
 	// mu guards the data plane state.
 	mu         sync.Mutex
 	engine     wgengine.Engine
+	masq       *masquerade
 	state      applied
 	generation map[string]uint64
 	lastApply  time.Time
@@ -56,6 +57,7 @@ type Gateway struct {
 	lastContact time.Time
 
 	persistDirty    chan struct{}
+	shutdown        chan struct{} // closed to end the control streams
 	memLimitFromEnv bool
 	metrics         *gatewayMetrics
 	registry        *prometheus.Registry
@@ -68,7 +70,7 @@ func New(cfg Config, version string, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	g := &Gateway{cfg: cfg, log: log, version: version, bootID: core.NewID(), generation: map[string]uint64{},
-		links: map[*coreLink]struct{}{}, persistDirty: make(chan struct{}, 1), memLimitFromEnv: os.Getenv("GOMEMLIMIT") != ""}
+		links: map[*coreLink]struct{}{}, persistDirty: make(chan struct{}, 1), shutdown: make(chan struct{}), memLimitFromEnv: os.Getenv("GOMEMLIMIT") != ""}
 	g.state.peers = map[string]*gw.Peer{}
 	g.registry = prometheus.NewRegistry()
 	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -153,9 +155,10 @@ func (g *Gateway) Serve(ctx context.Context, control, health net.Listener) error
 		}()
 	}
 	loopCtx, stopLoops := context.WithCancel(ctx)
-	wg.Add(2)
-	go func() { defer wg.Done(); g.persistLoop(loopCtx) }()
-	go func() { defer wg.Done(); g.statsLoop(loopCtx) }()
+	var loops sync.WaitGroup
+	loops.Add(2)
+	go func() { defer loops.Done(); g.persistLoop(loopCtx) }()
+	go func() { defer loops.Done(); g.statsLoop(loopCtx) }()
 	g.log.Info("gateway listening", "control", control.Addr().String(), "boot_id", g.bootID)
 
 	var runErr error
@@ -163,7 +166,11 @@ func (g *Gateway) Serve(ctx context.Context, control, health net.Listener) error
 	case <-ctx.Done():
 	case runErr = <-errc:
 	}
+	// The stats loop sends a last report while the streams are still open,
+	// so a restart loses no accounting; then the streams end and gRPC stops.
 	stopLoops()
+	loops.Wait()
+	close(g.shutdown)
 	stopped := make(chan struct{})
 	go func() { srv.GracefulStop(); close(stopped) }()
 	select {
@@ -183,6 +190,7 @@ func (g *Gateway) Serve(ctx context.Context, control, health net.Listener) error
 		g.runHook("pre-down", g.cfg.PreDown)
 		_ = g.engine.Close()
 		g.engine = nil
+		g.removeMasqueradeLocked()
 		g.runHook("post-down", g.cfg.PostDown)
 	}
 	g.mu.Unlock()
@@ -191,6 +199,16 @@ func (g *Gateway) Serve(ctx context.Context, control, health net.Listener) error
 		return nil
 	}
 	return runErr
+}
+
+func (g *Gateway) removeMasqueradeLocked() {
+	if g.masq == nil {
+		return
+	}
+	if err := g.masq.remove(); err != nil {
+		g.log.Warn("could not remove masquerade rules", "err", err)
+	}
+	g.masq = nil
 }
 
 // persistLoop writes the applied config at most every 200 ms, off the apply

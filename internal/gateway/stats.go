@@ -15,25 +15,26 @@ func (g *Gateway) statsLoop(ctx context.Context) {
 	defer t.Stop()
 	var seq uint64
 	for {
+		final := false
 		select {
 		case <-ctx.Done():
-			return
+			final = true // flush what the last interval counted
 		case <-t.C:
 		}
 		links, _ := g.linkSnapshot()
-		if len(links) == 0 {
-			continue
-		}
-		report := g.readStats()
-		if report == nil {
-			continue
-		}
-		seq++
-		report.Seq = seq
-		for _, l := range links {
-			if err := l.send(&gw.GatewayMessage{Msg: &gw.GatewayMessage_Stats{Stats: report}}); err != nil {
-				g.log.Debug("stats not sent", "core_id", l.coreID, "err", err)
+		if len(links) > 0 {
+			if report := g.readStats(); report != nil {
+				seq++
+				report.Seq = seq
+				for _, l := range links {
+					if err := l.send(&gw.GatewayMessage{Msg: &gw.GatewayMessage_Stats{Stats: report}}); err != nil {
+						g.log.Debug("stats not sent", "core_id", l.coreID, "err", err)
+					}
+				}
 			}
+		}
+		if final {
+			return
 		}
 	}
 }

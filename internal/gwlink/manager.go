@@ -57,6 +57,8 @@ type Manager struct {
 	log     *slog.Logger
 	opts    Options
 
+	metrics *metrics
+
 	mu      sync.Mutex
 	workers map[string]*worker
 }
@@ -73,7 +75,7 @@ func New(vpnSvc *vpn.Service, statsSvc *stats.Service, ca *pki.CA, coreID, versi
 		return nil, err
 	}
 	return &Manager{vpn: vpnSvc, stats: statsSvc, ca: ca, coreID: coreID, version: version, cert: pki.TLSCertificate(der, key),
-		log: log.With("component", "gwlink"), opts: opts, workers: map[string]*worker{}}, nil
+		log: log.With("component", "gwlink"), opts: opts, workers: map[string]*worker{}, metrics: newMetrics()}, nil
 }
 
 func (m *Manager) actor() core.Actor { return core.SystemActor("core " + m.coreID) }
@@ -129,9 +131,13 @@ func (m *Manager) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 	}
 	for id, w := range m.workers {
 		if !seen[id] {
-			// Deleted in core: tell the gateway (if connected) and stop.
-			w.revoke()
+			// Gone from the registry (revocation delivered, tombstone
+			// expired, or its location deleted): stop.
+			w.cancel()
 			delete(m.workers, id)
+			m.metrics.linkUp.DeleteLabelValues(id)
+			m.metrics.applied.DeleteLabelValues(id)
+			m.metrics.attempts.DeleteLabelValues(id)
 		}
 	}
 }

@@ -18,6 +18,11 @@ import (
 // ProtocolVersion is the newest control protocol this core speaks.
 const ProtocolVersion = 1
 
+type recvResult struct {
+	msg *gw.GatewayMessage
+	err error
+}
+
 // session runs one Control stream until it fails. connected reports whether
 // the gateway got as far as Hello (for backoff).
 func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bool, err error) {
@@ -31,10 +36,6 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 	stream, err := gw.NewGatewayClient(conn).Control(sctx)
 	if err != nil {
 		return false, fmt.Errorf("open control stream: %w", err)
-	}
-	type recvResult struct {
-		msg *gw.GatewayMessage
-		err error
 	}
 	incoming := make(chan recvResult, 16)
 	go func() {
@@ -71,13 +72,19 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 	if err := stream.Send(&gw.CoreMessage{Msg: &gw.CoreMessage_Welcome{Welcome: &gw.Welcome{ProtocolVersion: ProtocolVersion, CoreId: w.m.coreID}}}); err != nil {
 		return false, err
 	}
+	if t.Revoked {
+		return true, w.sendRevoked(stream, incoming)
+	}
 	link := vpn.LinkEvent{GatewayID: t.ID, CoreID: w.m.coreID, Version: hello.GetVersion(), BootID: hello.GetBootId(),
 		Connected: true, AppliedRevision: int64(hello.GetAppliedRevision())}
 	if err := w.m.vpn.RecordLink(ctx, w.m.actor(), link, true); err != nil {
 		w.log.Warn("cannot record gateway link", "err", err)
 	}
 	w.log.Info("gateway connected", "version", hello.GetVersion(), "applied_revision", hello.GetAppliedRevision())
+	w.m.metrics.linkUp.WithLabelValues(t.ID).Set(1)
+	w.m.metrics.applied.WithLabelValues(t.ID).Set(float64(hello.GetAppliedRevision()))
 	defer func() {
+		w.m.metrics.linkUp.WithLabelValues(t.ID).Set(0)
 		link.Connected = false
 		if err != nil && !errors.Is(err, context.Canceled) {
 			link.Error = err.Error()
@@ -118,8 +125,7 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 		case <-ctx.Done():
 			return true, ctx.Err()
 		case <-w.revoked:
-			_ = stream.Send(&gw.CoreMessage{Msg: &gw.CoreMessage_Revoked{Revoked: &gw.Revoked{Reason: "gateway deleted in core"}}})
-			return true, errors.New("gateway deleted in core")
+			return true, w.sendRevoked(stream, incoming)
 		case <-wake:
 		case <-poll.C:
 			if awaitingAck != 0 && time.Now().After(ackDeadline) {
@@ -135,6 +141,7 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 			switch m := r.msg.Msg.(type) {
 			case *gw.GatewayMessage_Ack:
 				link.AppliedRevision = int64(m.Ack.GetRevision())
+				w.m.metrics.applied.WithLabelValues(t.ID).Set(float64(link.AppliedRevision))
 				if link.AppliedRevision >= awaitingAck {
 					awaitingAck = 0
 				}
@@ -157,6 +164,25 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 	}
 }
 
+// sendRevoked tells the gateway it was deleted and waits for it to close the
+// stream, which it does once it has dropped its identity.
+func (w *worker) sendRevoked(stream gw.Gateway_ControlClient, incoming <-chan recvResult) error {
+	if err := stream.Send(&gw.CoreMessage{Msg: &gw.CoreMessage_Revoked{Revoked: &gw.Revoked{Reason: "gateway deleted in core"}}}); err != nil {
+		return fmt.Errorf("send revocation: %w", err)
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case r := <-incoming:
+			if r.err != nil {
+				return errRevocationDelivered
+			}
+		case <-deadline:
+			return errors.New("gateway did not confirm the revocation")
+		}
+	}
+}
+
 func (w *worker) ingest(ctx context.Context, t vpn.GatewayTarget, r *gw.StatsReport) {
 	rep := stats.Report{GatewayID: t.ID, LocationID: t.LocationID, BootID: r.GetBootId(), Seq: r.GetSeq(), At: r.GetAt(),
 		Samples: make([]stats.Sample, len(r.GetSamples()))}
@@ -164,8 +190,16 @@ func (w *worker) ingest(ctx context.Context, t vpn.GatewayTarget, r *gw.StatsRep
 		rep.Samples[i] = stats.Sample{PublicKey: s.GetPublicKey(), Generation: s.GetGeneration(), RxBytes: s.GetRxBytes(), TxBytes: s.GetTxBytes(),
 			LastHandshake: s.GetLastHandshake(), Endpoint: s.GetEndpoint()}
 	}
-	if _, err := w.m.stats.Ingest(ctx, rep); err != nil {
+	ingested, err := w.m.stats.Ingest(ctx, rep)
+	switch {
+	case err != nil:
+		w.m.metrics.batches.WithLabelValues("error").Inc()
 		w.log.Warn("statistics batch not ingested", "seq", r.GetSeq(), "err", err)
+	case ingested:
+		w.m.metrics.batches.WithLabelValues("ingested").Inc()
+		w.m.metrics.samples.Add(float64(len(rep.Samples)))
+	default:
+		w.m.metrics.batches.WithLabelValues("duplicate").Inc()
 	}
 }
 
@@ -184,6 +218,7 @@ func updateMessage(u vpn.GatewayUpdate) *gw.CoreMessage {
 }
 
 func (m *Manager) recordFailure(ctx context.Context, gatewayID string, err error) {
+	m.metrics.attempts.WithLabelValues(gatewayID).Inc()
 	ev := vpn.LinkEvent{GatewayID: gatewayID, CoreID: m.coreID, Connected: false, Error: err.Error()}
 	if rerr := m.vpn.RecordLinkError(ctx, ev); rerr != nil && ctx.Err() == nil {
 		m.log.Debug("cannot record link error", "err", rerr)

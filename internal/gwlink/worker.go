@@ -40,6 +40,10 @@ func (w *worker) update(t vpn.GatewayTarget) {
 		w.revoked = make(chan struct{})
 	}
 	changed := w.target.ControlAddress != t.ControlAddress || w.target.CertSerial != t.CertSerial || string(w.target.JoinKey) != string(t.JoinKey)
+	if t.Revoked && !w.target.Revoked {
+		close(w.revoked) // a live session sends Revoked at once
+		changed = true
+	}
 	w.target = t
 	if changed {
 		w.kick()
@@ -53,53 +57,46 @@ func (w *worker) kick() {
 	}
 }
 
-func (w *worker) revoke() {
-	w.mu.Lock()
-	select {
-	case <-w.revoked:
-	default:
-		close(w.revoked)
-	}
-	w.mu.Unlock()
-	// The stream, if any, sends Revoked and ends; the worker then stops.
-	go func() {
-		time.Sleep(2 * time.Second)
-		w.cancel()
-	}()
-}
-
 func (w *worker) current() vpn.GatewayTarget {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.target
 }
 
+// errRevocationDelivered ends a session whose gateway was told it is revoked.
+var errRevocationDelivered = errors.New("revocation delivered to the gateway")
+
 func (w *worker) run(ctx context.Context) {
 	backoff := 250 * time.Millisecond
 	for ctx.Err() == nil {
-		select {
-		case <-w.revoked:
-			return
-		default:
-		}
 		t := w.current()
 		var err error
-		if t.CertSerial == "" {
+		switch {
+		case t.Revoked && t.CertSerial == "":
+			err = errRevocationDelivered // never adopted: nothing to tell
+		case t.Revoked:
+			_, err = w.session(ctx, t)
+		case t.CertSerial == "":
 			if len(t.JoinKey) == 0 || time.Now().UnixMilli() > t.JoinExpiresAt {
 				err = errors.New("not adopted and no valid join token: issue one and start the gateway with it")
-			} else {
-				err = w.adopt(ctx, t)
-				if err == nil {
-					backoff = 250 * time.Millisecond
-					continue // the registry now holds the serial
-				}
+			} else if err = w.adopt(ctx, t); err == nil {
+				backoff = 250 * time.Millisecond
+				continue // the registry now holds the serial
 			}
-		} else {
+		default:
 			var connected bool
 			connected, err = w.session(ctx, t)
 			if connected {
 				backoff = 250 * time.Millisecond
 			}
+		}
+		if errors.Is(err, errRevocationDelivered) {
+			ferr := w.m.vpn.ForgetGateway(ctx, w.m.actor(), t.ID)
+			if ferr == nil {
+				w.log.Info("gateway told it is revoked; forgotten")
+				return
+			}
+			err = fmt.Errorf("cannot remove the revoked gateway: %w", ferr)
 		}
 		if ctx.Err() != nil {
 			return
@@ -110,8 +107,6 @@ func (w *worker) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-w.revoked:
 			return
 		case <-w.wake:
 		case <-time.After(jitter(backoff)):
@@ -172,6 +167,7 @@ func (w *worker) adopt(ctx context.Context, t vpn.GatewayTarget) error {
 	if err := w.m.vpn.CompleteAdoption(ctx, w.m.actor(), t.ID, t.JoinKey, serial); err != nil {
 		return fmt.Errorf("adopt: %w", err)
 	}
+	w.m.metrics.adopted.Inc()
 	w.log.Info("gateway adopted", "cert_serial", serial)
 	w.mu.Lock()
 	w.target.CertSerial, w.target.JoinKey = serial, nil

@@ -203,11 +203,12 @@ func apiEngine(ctx context.Context, env *harness.Env, cfg apiConfig, engine stor
 	}
 	env.Logf("[%s] seeded in %s", name, seeded.elapsed.Round(time.Millisecond))
 	if engine == store.Postgres {
-		// Autovacuum would analyze the new tables within a minute or so;
-		// do it now so the plans do not change in the middle of a run.
+		// Autovacuum would vacuum and analyze the new rows within a minute
+		// or two; do it now so that it cannot start in the middle of the
+		// measurement and the plans are those of a settled database.
 		// (SQLite is left without statistics, as ward leaves it.)
-		if _, err := db.ExecContext(ctx, "ANALYZE"); err != nil {
-			return nil, fmt.Errorf("analyze: %w", err)
+		if _, err := db.ExecContext(ctx, "VACUUM ANALYZE"); err != nil {
+			return nil, fmt.Errorf("vacuum analyze: %w", err)
 		}
 	}
 	closeDB()
@@ -268,12 +269,22 @@ func apiEngine(ctx context.Context, env *harness.Env, cfg apiConfig, engine stor
 		if _, err := harness.Measure(ctx, ep.name+" warmup", cfg.warmup, cfg.concurrency, warm); err != nil {
 			return nil, err
 		}
+		cpu0, err := second.CPU()
+		if err != nil {
+			return nil, err
+		}
 		lat, err := harness.Measure(ctx, ep.name, cfg.requests, cfg.concurrency, ep.do)
 		if err != nil {
 			return nil, err
 		}
+		cpu1, err := second.CPU()
+		if err != nil {
+			return nil, err
+		}
 		results[ep.name] = lat
-		env.Logf("[%s] %s", name, lat)
+		// Core CPU per request hardly depends on what else the machine runs,
+		// unlike the latencies; the load average tells how busy it was.
+		env.Logf("[%s] %s  core CPU %.2fms/req  load %s", name, lat, float64(cpu1-cpu0)/1e6/float64(lat.N), harness.LoadAverage())
 	}
 	mem, err := second.Memory()
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -93,6 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer env.Close()
 
 	start := time.Now()
+	loadStart := harness.LoadAverage()
 	var failed []string
 	var met, missed int
 	for _, b := range selected {
@@ -127,6 +129,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	fmt.Fprintf(stdout, "\ntargets: %d met, %d missed; wall time %s\n", met, missed, time.Since(start).Round(time.Second))
+	fmt.Fprintf(stdout, "machine: %d CPUs, %s; load average (1/5/15 min) %s at start, %s at end\n",
+		runtime.NumCPU(), runtime.Version(), loadStart, harness.LoadAverage())
 	if len(failed) > 0 {
 		fmt.Fprintf(stdout, "benchmarks that could not run: %v\n", failed)
 		return 1

@@ -63,8 +63,9 @@ type seedResult struct {
 // spread round-robin over the users, each with its address in the location:
 // host_index 2, 3, ... of benchNetwork (host 1 is the interface), the same
 // numbering ward's allocator produces. The location's revision is bumped
-// with a change row, as ward does when peers change. SQL is the same on
-// both engines: multi-row INSERTs with $N placeholders in two transactions.
+// with a change row naming every new peer, as ward does when peers change.
+// SQL is the same on both engines: multi-row INSERTs with $N placeholders
+// in two transactions.
 func seed(ctx context.Context, db *store.DB, locationID string, users int, keys []string) (seedResult, error) {
 	start := time.Now()
 	now := store.Now()
@@ -125,6 +126,11 @@ func seed(ctx context.Context, db *store.DB, locationID string, users int, keys 
 		if _, err := tx.ExecContext(ctx, `INSERT INTO location_changes (location_id, revision, kind, subject_id, created_at) VALUES ($1, $2, 'peers.sync', $1, $3)`,
 			locationID, rev, now); err != nil {
 			return fmt.Errorf("location change: %w", err)
+		}
+		if err := insertRows(ctx, tx, "location_change_peers", []string{"location_id", "revision", "public_key"}, len(keys), func(i int) []any {
+			return []any{locationID, rev, keys[i]}
+		}); err != nil {
+			return fmt.Errorf("changed peers: %w", err)
 		}
 		return nil
 	})

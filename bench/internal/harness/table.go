@@ -15,6 +15,9 @@ const (
 	MB      Unit = "MB"
 	Seconds Unit = "s"
 	PerSec  Unit = "req/s"
+	KB      Unit = "KB"        // 2^10 bytes
+	Ratio   Unit = "x"         // a ratio of two measurements
+	Samples Unit = "samples/s" // statistics samples per second
 )
 
 // Row is one figure, with its target when the project has one. Every
@@ -25,13 +28,27 @@ type Row struct {
 	Value  float64
 	Unit   Unit
 	Target float64 // 0: no target, the figure is reported only
+	// Skipped, when set, says why the figure could not be measured on this
+	// machine (e.g. not root); the row prints SKIPPED and counts as neither
+	// met nor missed.
+	Skipped string
 }
 
 // Met tells whether the row has a target and meets it.
-func (r Row) Met() bool { return r.Target > 0 && r.Value <= r.Target }
+func (r Row) Met() bool { return r.Skipped == "" && r.Target > 0 && r.Value <= r.Target }
 
 // Missed tells whether the row has a target and misses it.
-func (r Row) Missed() bool { return r.Target > 0 && r.Value > r.Target }
+func (r Row) Missed() bool { return r.Skipped == "" && r.Target > 0 && r.Value > r.Target }
+
+// SkippedRows makes one SKIPPED row per metric, each with its target.
+func SkippedRows(engine, reason string, metrics []Row) []Row {
+	out := make([]Row, len(metrics))
+	for i, m := range metrics {
+		m.Engine, m.Skipped = engine, reason
+		out[i] = m
+	}
+	return out
+}
 
 // DurationRow makes a latency row in milliseconds.
 func DurationRow(engine, metric string, d time.Duration, target time.Duration) Row {
@@ -56,6 +73,12 @@ func formatValue(v float64, u Unit) string {
 		return fmt.Sprintf("%.1f s", v)
 	case PerSec:
 		return fmt.Sprintf("%.0f req/s", v)
+	case KB:
+		return fmt.Sprintf("%.1f KB", v)
+	case Ratio:
+		return fmt.Sprintf("%.2f x", v)
+	case Samples:
+		return fmt.Sprintf("%.0f samples/s", v)
 	}
 	return fmt.Sprintf("%g %s", v, u)
 }
@@ -74,6 +97,10 @@ func PrintTable(w io.Writer, rows []Row) {
 	fmt.Fprintln(tw, "engine\tmetric\tvalue\ttarget\tratio(value/target)\tverdict")
 	for _, r := range rows {
 		ratio, verdict := "-", "-"
+		if r.Skipped != "" {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Engine, r.Metric, "SKIPPED", formatTarget(r.Target, r.Unit), "-", "SKIPPED: "+r.Skipped)
+			continue
+		}
 		if r.Target > 0 {
 			ratio = fmt.Sprintf("%.2f", r.Value/r.Target)
 			verdict = "ok"

@@ -20,6 +20,13 @@ type BootstrapResult struct {
 // caller to show once. Several replicas starting together create it once.
 func (s *Service) EnsureAdmin(ctx context.Context, password string) (BootstrapResult, error) {
 	var res BootstrapResult
+	var existing int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM users`).Scan(&existing); err != nil {
+		return res, fmt.Errorf("count users: %w", err)
+	}
+	if existing > 0 {
+		return res, nil // the common case: skip hashing a password nobody needs
+	}
 	generated := false
 	if password == "" {
 		password = core.RandomToken(18)

@@ -47,6 +47,7 @@ func New(db *store.DB) *Service { return &Service{db: db} }
 type series struct {
 	boot       string
 	generation uint64
+	seq        uint64
 	rx, tx     uint64
 }
 
@@ -85,15 +86,19 @@ func (s *Service) Ingest(ctx context.Context, r Report) (bool, error) {
 		usage := map[usageKey][2]uint64{}
 		for _, smp := range r.Samples {
 			prev, ok := last[smp.PublicKey]
+			if ok && prev.boot == r.BootID && prev.seq > r.Seq {
+				continue // stale: a newer batch of this boot already counted these bytes
+			}
 			rx, tx2 := smp.RxBytes, smp.TxBytes
 			sameSeries := ok && prev.boot == r.BootID && prev.generation == smp.Generation && smp.RxBytes >= prev.rx && smp.TxBytes >= prev.tx
 			if sameSeries {
 				rx, tx2 = smp.RxBytes-prev.rx, smp.TxBytes-prev.tx
 			}
 			if !sameSeries || rx > 0 || tx2 > 0 {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO peer_series (gateway_id, public_key, boot_id, generation, rx, tx, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
-					ON CONFLICT (gateway_id, public_key) DO UPDATE SET boot_id = excluded.boot_id, generation = excluded.generation, rx = excluded.rx, tx = excluded.tx, updated_at = excluded.updated_at`,
-					r.GatewayID, smp.PublicKey, r.BootID, int64(smp.Generation), int64(smp.RxBytes), int64(smp.TxBytes), now); err != nil {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO peer_series (gateway_id, public_key, boot_id, generation, seq, rx, tx, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+					ON CONFLICT (gateway_id, public_key) DO UPDATE SET boot_id = excluded.boot_id, generation = excluded.generation, seq = excluded.seq,
+					  rx = excluded.rx, tx = excluded.tx, updated_at = excluded.updated_at`,
+					r.GatewayID, smp.PublicKey, r.BootID, int64(smp.Generation), int64(r.Seq), int64(smp.RxBytes), int64(smp.TxBytes), now); err != nil {
 					return fmt.Errorf("update series: %w", err)
 				}
 			}
@@ -129,7 +134,7 @@ func (s *Service) Ingest(ctx context.Context, r Report) (bool, error) {
 }
 
 func loadSeries(ctx context.Context, tx *sql.Tx, gatewayID string) (map[string]series, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT public_key, boot_id, generation, rx, tx FROM peer_series WHERE gateway_id = $1`, gatewayID)
+	rows, err := tx.QueryContext(ctx, `SELECT public_key, boot_id, generation, seq, rx, tx FROM peer_series WHERE gateway_id = $1`, gatewayID)
 	if err != nil {
 		return nil, fmt.Errorf("load series: %w", err)
 	}
@@ -138,11 +143,11 @@ func loadSeries(ctx context.Context, tx *sql.Tx, gatewayID string) (map[string]s
 	for rows.Next() {
 		var k string
 		var sr series
-		var gen, rx, tx int64
-		if err := rows.Scan(&k, &sr.boot, &gen, &rx, &tx); err != nil {
+		var gen, seq, rx, tx int64
+		if err := rows.Scan(&k, &sr.boot, &gen, &seq, &rx, &tx); err != nil {
 			return nil, err
 		}
-		sr.generation, sr.rx, sr.tx = uint64(gen), uint64(rx), uint64(tx)
+		sr.generation, sr.seq, sr.rx, sr.tx = uint64(gen), uint64(seq), uint64(rx), uint64(tx)
 		out[k] = sr
 	}
 	return out, rows.Err()

@@ -326,7 +326,10 @@ func (s *Service) ListDevices(ctx context.Context, a core.Actor, f DeviceFilter)
 		return nil, 0, fmt.Errorf("count devices: %w", err)
 	}
 	args = append(args, f.Limit, f.Offset)
-	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT %s FROM devices d JOIN users u ON u.id = d.user_id%s ORDER BY d.id LIMIT $%d OFFSET $%d`,
+	// Page on the id index alone, then join only the rows of the page: an
+	// OFFSET over the joined rows would read every skipped device and user.
+	rows, err := s.db.QueryContext(ctx, fmt.Sprintf(`SELECT %s FROM (SELECT d.id FROM devices d%s ORDER BY d.id LIMIT $%d OFFSET $%d) page
+		JOIN devices d ON d.id = page.id JOIN users u ON u.id = d.user_id ORDER BY d.id`,
 		deviceColumns, cond, len(args)-1, len(args)), args...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list devices: %w", err)

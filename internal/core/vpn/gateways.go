@@ -84,11 +84,21 @@ type GatewayTarget struct {
 	CertSerial                           string
 	JoinKey                              []byte
 	JoinExpiresAt                        int64
+	// Revoked: deleted in core; the gateway must be told, then forgotten.
+	Revoked bool
 }
+
+// RevocationRetention is how long core keeps trying to tell a deleted
+// gateway that it is revoked before forgetting it.
+const RevocationRetention = 7 * 24 * time.Hour
 
 // GatewayTargets lists every registered gateway for the link manager.
 func (s *Service) GatewayTargets(ctx context.Context) ([]GatewayTarget, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, location_id, name, control_address, cert_serial, join_key, join_expires_at FROM gateways ORDER BY id`)
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM gateways WHERE revoked_at > 0 AND (revoked_at < $1 OR cert_serial = '')`,
+		time.Now().Add(-RevocationRetention).UnixMilli()); err != nil {
+		return nil, fmt.Errorf("purge revoked gateways: %w", err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, location_id, name, control_address, cert_serial, join_key, join_expires_at, revoked_at FROM gateways ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("gateway targets: %w", err)
 	}
@@ -97,9 +107,11 @@ func (s *Service) GatewayTargets(ctx context.Context) ([]GatewayTarget, error) {
 	for rows.Next() {
 		var t GatewayTarget
 		var key string
-		if err := rows.Scan(&t.ID, &t.LocationID, &t.Name, &t.ControlAddress, &t.CertSerial, &key, &t.JoinExpiresAt); err != nil {
+		var revokedAt int64
+		if err := rows.Scan(&t.ID, &t.LocationID, &t.Name, &t.ControlAddress, &t.CertSerial, &key, &t.JoinExpiresAt, &revokedAt); err != nil {
 			return nil, err
 		}
+		t.Revoked = revokedAt > 0
 		if key != "" {
 			fmt.Sscanf(key, "%x", &t.JoinKey)
 		}
@@ -118,7 +130,7 @@ func (s *Service) CompleteAdoption(ctx context.Context, a core.Actor, gatewayID 
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
 		now := store.Now()
 		res, err := tx.ExecContext(ctx, `UPDATE gateways SET cert_serial = $1, adopted_at = $2, join_key = '', join_expires_at = 0, updated_at = $2
-			WHERE id = $3 AND join_key = $4 AND join_expires_at > $2`, certSerial, now, gatewayID, fmt.Sprintf("%x", joinKey))
+			WHERE id = $3 AND join_key = $4 AND join_expires_at > $2 AND revoked_at = 0`, certSerial, now, gatewayID, fmt.Sprintf("%x", joinKey))
 		if err != nil {
 			return err
 		}
@@ -225,4 +237,19 @@ func (s *Service) RecordLinkError(ctx context.Context, ev LinkEvent) error {
 		return nil
 	}
 	return err
+}
+
+// ForgetGateway removes a revoked gateway's tombstone once the gateway has
+// been told.
+func (s *Service) ForgetGateway(ctx context.Context, a core.Actor, gatewayID string) error {
+	return s.db.Tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM gateways WHERE id = $1 AND revoked_at > 0`, gatewayID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		return core.Audit(ctx, tx, a, "gateway.revocation_delivered", "gateway", gatewayID, nil)
+	})
 }

@@ -68,7 +68,7 @@ var (
 
 func (r registry) scope(locationID string) (string, []any) {
 	if r.scoped {
-		return " AND location_id = $2", []any{locationID}
+		return " AND location_id = $2 AND revoked_at = 0", []any{locationID}
 	}
 	return "", nil
 }
@@ -144,7 +144,7 @@ func (s *Service) listComponents(ctx context.Context, a core.Actor, r registry, 
 	where, args := "", []any{}
 	if r.scoped {
 		cols = "id, location_id, name, control_address, created_at, updated_at"
-		where, args = " WHERE location_id = $1", []any{locationID}
+		where, args = " WHERE location_id = $1 AND revoked_at = 0", []any{locationID}
 	}
 	var total int
 	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+r.table+where, args...).Scan(&total); err != nil {
@@ -214,7 +214,15 @@ func (s *Service) deleteComponent(ctx context.Context, a core.Actor, r registry,
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM `+r.table+` WHERE id = $1`, id); err != nil {
+		if r.scoped {
+			// Keep a tombstone until a core replica has delivered the
+			// revocation; the name is freed for a new registration.
+			now := store.Now()
+			if _, err := tx.ExecContext(ctx, `UPDATE gateways SET revoked_at = $1, updated_at = $1, join_key = '', join_expires_at = 0,
+				name = name || ' (deleted ' || id || ')' WHERE id = $2`, now, id); err != nil {
+				return err
+			}
+		} else if _, err := tx.ExecContext(ctx, `DELETE FROM `+r.table+` WHERE id = $1`, id); err != nil {
 			return err
 		}
 		return core.Audit(ctx, tx, a, r.kind+".delete", r.kind, id, map[string]any{"name": c.Name})

@@ -5,6 +5,9 @@ ALTER TABLE gateways ADD COLUMN join_key TEXT NOT NULL DEFAULT '';
 ALTER TABLE gateways ADD COLUMN join_expires_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE gateways ADD COLUMN cert_serial TEXT NOT NULL DEFAULT '';
 ALTER TABLE gateways ADD COLUMN adopted_at BIGINT NOT NULL DEFAULT 0;
+-- A deleted gateway stays as a tombstone (revoked_at > 0) until a core
+-- replica has told it so, even if it was offline at deletion time.
+ALTER TABLE gateways ADD COLUMN revoked_at BIGINT NOT NULL DEFAULT 0;
 
 -- One row per (gateway, core replica): the state of that replica's link.
 CREATE TABLE gateway_links (
@@ -41,11 +44,14 @@ CREATE INDEX stats_batches_received ON stats_batches (received_at);
 
 -- The newest counters of the current series of each (gateway, peer). A
 -- series is (boot, generation); deltas are only taken inside one series.
+-- seq is the batch that set them: an older batch of the same boot arriving
+-- late (through a lagging core replica) is skipped, not taken as a reset.
 CREATE TABLE peer_series (
     gateway_id TEXT NOT NULL,
     public_key TEXT NOT NULL,
     boot_id    TEXT NOT NULL,
     generation BIGINT NOT NULL,
+    seq        BIGINT NOT NULL,
     rx         BIGINT NOT NULL,
     tx         BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
@@ -81,6 +87,7 @@ DROP TABLE peer_series;
 DROP TABLE stats_batches;
 DROP TABLE location_change_peers;
 DROP TABLE gateway_links;
+ALTER TABLE gateways DROP COLUMN revoked_at;
 ALTER TABLE gateways DROP COLUMN adopted_at;
 ALTER TABLE gateways DROP COLUMN cert_serial;
 ALTER TABLE gateways DROP COLUMN join_expires_at;

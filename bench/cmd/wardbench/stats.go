@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/wardvpn/ward/bench/internal/harness"
+	"github.com/wardvpn/ward/internal/core"
+	"github.com/wardvpn/ward/internal/core/stats"
+	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/store"
+)
+
+func init() {
+	register(benchmark{
+		name:    "stats",
+		summary: "statistics samples per second core ingests (10,000-sample gateway reports), on SQLite and PostgreSQL",
+		run:     runStatsBench,
+	})
+}
+
+type statsConfig struct {
+	engines []store.Engine
+	peers   int
+	users   int
+	batches int
+}
+
+func parseStatsFlags(args []string) (statsConfig, error) {
+	var c statsConfig
+	fs := flag.NewFlagSet("wardbench stats", flag.ContinueOnError)
+	engines := fs.String("engines", "sqlite,postgres", "comma-separated database engines: sqlite, postgres")
+	fs.IntVar(&c.peers, "peers", 10000, "devices seeded, and samples per report (one per device)")
+	fs.IntVar(&c.users, "users", 1000, "users the seeded devices are spread over")
+	fs.IntVar(&c.batches, "batches", 20, "measured reports per engine, after one unmeasured first report")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return c, usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
+	}
+	for _, e := range strings.Split(*engines, ",") {
+		switch e = strings.TrimSpace(e); e {
+		case string(store.SQLite), string(store.Postgres):
+			c.engines = append(c.engines, store.Engine(e))
+		case "":
+		default:
+			return c, usageError{fmt.Errorf("-engines: unknown engine %q (sqlite, postgres)", e)}
+		}
+	}
+	switch {
+	case len(c.engines) == 0:
+		return c, usageError{errors.New("-engines: name at least one engine")}
+	case c.peers < 1 || c.peers > 65000:
+		return c, usageError{errors.New("-peers must be between 1 and 65000 (one /16)")}
+	case c.users < 1:
+		return c, usageError{errors.New("-users must be at least 1")}
+	case c.batches < 1:
+		return c, usageError{errors.New("-batches must be at least 1")}
+	}
+	return c, nil
+}
+
+func runStatsBench(ctx context.Context, env *harness.Env, args []string) ([]harness.Row, error) {
+	cfg, err := parseStatsFlags(args)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := publicKeys(ctx, cfg.peers)
+	if err != nil {
+		return nil, err
+	}
+	var rows []harness.Row
+	var errs []error
+	for _, engine := range cfg.engines {
+		r, err := statsEngine(ctx, env, cfg, engine, keys)
+		rows = append(rows, r...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", engine, err))
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return rows, errors.Join(errs...)
+}
+
+// statsEngine ingests gateway reports with stats.Service.Ingest, in this
+// process, on a migrated database with the location and its devices seeded.
+func statsEngine(ctx context.Context, env *harness.Env, cfg statsConfig, engine store.Engine, keys []string) ([]harness.Row, error) {
+	var cl harness.Cleanups
+	defer cl.Run()
+	name := string(engine)
+	dataDir, err := env.MkdirTemp("stats-" + name + "-")
+	if err != nil {
+		return nil, err
+	}
+	dsn := ""
+	if engine == store.Postgres {
+		pg, err := env.Postgres(ctx, &cl)
+		if err != nil {
+			return nil, err
+		}
+		if dsn, err = pg.CreateDatabase(ctx, "wardbench", ""); err != nil {
+			return nil, err
+		}
+	}
+	db, err := store.Open(ctx, dsn, dataDir)
+	if err != nil {
+		return nil, err
+	}
+	cl.Defer(func() { db.Close() })
+	if err := db.Migrate(ctx, nil); err != nil {
+		return nil, err
+	}
+	locName, network, endpoint := "bench", benchNetwork, benchEndpoint
+	loc, err := vpn.New(db, nil).CreateLocation(ctx, core.SystemActor("wardbench"),
+		vpn.LocationInput{Name: &locName, Addresses: &[]string{network}, Endpoint: &endpoint})
+	if err != nil {
+		return nil, fmt.Errorf("create location: %w", err)
+	}
+	seeded, err := seed(ctx, db, loc.ID, cfg.users, keys)
+	if err != nil {
+		return nil, fmt.Errorf("seed: %w", err)
+	}
+	if engine == store.Postgres {
+		if _, err := db.ExecContext(ctx, "VACUUM ANALYZE"); err != nil {
+			return nil, fmt.Errorf("vacuum analyze: %w", err)
+		}
+	}
+	env.Logf("[%s] stats: seeded %d devices in %s", name, len(keys), seeded.elapsed.Round(time.Millisecond))
+
+	// One gateway reporting every peer of the location, all of them active:
+	// counters grow in every report and every peer has a recent handshake,
+	// the most work a report of this size can cause.
+	svc := stats.New(db)
+	gatewayID, bootID := core.NewID(), core.NewID()
+	samples := make([]stats.Sample, len(keys))
+	for i, k := range keys {
+		samples[i] = stats.Sample{PublicKey: k, Generation: 1, Endpoint: fmt.Sprintf("198.51.100.%d:%d", i%250+1, 20000+i%40000)}
+	}
+	report := func(seq uint64) stats.Report {
+		now := time.Now().UnixMilli()
+		for i := range samples {
+			s := &samples[i]
+			s.RxBytes += uint64(1500 + i%4096)
+			s.TxBytes += uint64(9000 + i%8192)
+			s.LastHandshake = now - int64(i%120)*1000
+		}
+		return stats.Report{GatewayID: gatewayID, LocationID: loc.ID, BootID: bootID, Seq: seq, At: now, Samples: samples}
+	}
+	ingest := func(seq uint64) (time.Duration, error) {
+		r := report(seq)
+		t0 := time.Now()
+		ok, err := svc.Ingest(ctx, r)
+		d := time.Since(t0)
+		if err == nil && !ok {
+			err = fmt.Errorf("report %d was taken for a duplicate", seq)
+		}
+		return d, err
+	}
+	first, err := ingest(1)
+	if err != nil {
+		return nil, fmt.Errorf("first report: %w", err)
+	}
+	env.Logf("[%s] stats: first report (starts every series, no usage yet) %d samples in %s", name, len(samples), first.Round(time.Millisecond))
+	times := make([]time.Duration, cfg.batches)
+	var total time.Duration
+	for b := range cfg.batches {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		d, err := ingest(uint64(b + 2))
+		if err != nil {
+			return nil, fmt.Errorf("report %d: %w", b+2, err)
+		}
+		times[b] = d
+		total += d
+	}
+	// A duplicate (another core replica, or a retry) must be recognised.
+	if ok, err := svc.Ingest(ctx, report(uint64(cfg.batches+1))); err != nil || ok {
+		return nil, fmt.Errorf("duplicate report: ingested=%v err=%v", ok, err)
+	}
+	rate := float64(cfg.batches*len(samples)) / total.Seconds()
+	lat := harness.Summarise("report", times, total)
+	env.Logf("[%s] stats: %d reports of %d samples: %.0f samples/s; per report p50 %s, max %s; load %s",
+		name, cfg.batches, len(samples), rate, lat.P50.Round(time.Millisecond), lat.Max.Round(time.Millisecond), harness.LoadAverage())
+	return []harness.Row{
+		{Engine: name, Metric: fmt.Sprintf("stats ingest, %d-sample reports", len(samples)), Value: rate, Unit: harness.Samples},
+		harness.DurationRow(name, fmt.Sprintf("stats ingest, one %d-sample report: p50", len(samples)), lat.P50, 0),
+	}, nil
+}

@@ -914,7 +914,7 @@ func TestGatewayRefusals(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dataDir2, "identity.json")); !os.IsNotExist(err) {
 			t.Fatalf("gateway 2 stored an identity (stat: %v)", err)
 		}
-		if !strings.Contains(gw2.out.String(), "join token has expired") {
+		if !strings.Contains(gw2.out.String(), "join token expired") {
 			t.Errorf("gateway 2 did not log the expired token:\n%s", tailLines(gw2.out.String(), 20))
 		}
 		t.Logf("core's view of gw2: adopted=%v last_error=%q", g.Status.Adopted, g.Status.LastError)

@@ -6,6 +6,14 @@
 # root for apt-get; without root it only reports what is missing.
 set -euo pipefail
 
+# Go tools the tests run as real peers (installed from the module proxy, no
+# root needed): mailpit is the SMTP server for the e-mail tests.
+gobin="$(go env GOPATH)/bin"
+if ! command -v mailpit >/dev/null 2>&1 && [ ! -x "$gobin/mailpit" ]; then
+  echo "install-deps: go install mailpit" >&2
+  CGO_ENABLED=0 go install github.com/axllent/mailpit@v1.27.11
+fi
+
 need=()
 command -v wg-quick >/dev/null 2>&1 || need+=(wireguard-tools)
 command -v wireguard-go >/dev/null 2>&1 || need+=(wireguard-go)

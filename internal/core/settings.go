@@ -6,9 +6,43 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/mail"
+	"net/netip"
+	"net/url"
+	"strings"
 
 	"github.com/wardvpn/ward/internal/store"
 )
+
+// SMTP transport security modes.
+const (
+	SMTPTLSNone     = "none"     // plain SMTP (only sensible on a trusted network)
+	SMTPTLSStartTLS = "starttls" // STARTTLS required
+	SMTPTLSImplicit = "tls"      // TLS from the first byte (SMTPS, usually port 465)
+)
+
+// Secret is a string that never shows itself: formatting, logging and JSON
+// encoding all print a placeholder. Use string(s) where the value is needed.
+type Secret string
+
+const redacted = "[redacted]"
+
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// GoString keeps %#v from printing the value.
+func (s Secret) GoString() string { return s.String() }
+
+// LogValue keeps log/slog from printing the value.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalJSON keeps encoding/json from printing the value.
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
 
 // Settings are instance-wide options kept in the database, so every core
 // replica sees the same values.
@@ -20,6 +54,35 @@ type Settings struct {
 	LockoutDurationSeconds int    `json:"lockout_duration_seconds"`
 	SessionLifetimeSeconds int    `json:"session_lifetime_seconds"`
 	MinPasswordLength      int    `json:"min_password_length"`
+
+	// SMTP server for enrollment, password-reset and test mails. Mail is
+	// off while SMTPHost or SMTPFrom is empty.
+	SMTPHost     string `json:"smtp_host"`
+	SMTPPort     int    `json:"smtp_port"`
+	SMTPUsername string `json:"smtp_username"`
+	// SMTPPassword is write-only: it is stored, but never encoded into the
+	// settings document that GET /settings returns, nor logged.
+	SMTPPassword    Secret `json:"-"`
+	SMTPPasswordSet bool   `json:"smtp_password_set"`
+	SMTPFrom        string `json:"smtp_from"`
+	SMTPTLS         string `json:"smtp_tls"`
+
+	// ProxyPublicURL is where users reach the public proxy; enrollment and
+	// password-reset links point there.
+	ProxyPublicURL string `json:"proxy_public_url"`
+	// EnrollmentTokenLifetimeSeconds is how long an enrollment (or new
+	// client) link stays valid.
+	EnrollmentTokenLifetimeSeconds int `json:"enrollment_token_lifetime_seconds"`
+}
+
+// MailConfigured tells whether an SMTP server and sender are set.
+func (s Settings) MailConfigured() bool { return s.SMTPHost != "" && s.SMTPFrom != "" }
+
+// storedSettings is the document kept in the database: the settings plus
+// the write-only secrets, which the Settings encoding leaves out.
+type storedSettings struct {
+	Settings
+	StoredSMTPPassword string `json:"smtp_password,omitempty"`
 }
 
 // DefaultSettings are what a new instance starts with.
@@ -32,6 +95,10 @@ func DefaultSettings() Settings {
 		LockoutDurationSeconds: 15 * 60,
 		SessionLifetimeSeconds: 12 * 3600,
 		MinPasswordLength:      12,
+
+		SMTPPort:                       587,
+		SMTPTLS:                        SMTPTLSStartTLS,
+		EnrollmentTokenLifetimeSeconds: 24 * 3600,
 	}
 }
 
@@ -44,6 +111,16 @@ type SettingsPatch struct {
 	LockoutDurationSeconds *int    `json:"lockout_duration_seconds"`
 	SessionLifetimeSeconds *int    `json:"session_lifetime_seconds"`
 	MinPasswordLength      *int    `json:"min_password_length"`
+
+	SMTPHost     *string `json:"smtp_host"`
+	SMTPPort     *int    `json:"smtp_port"`
+	SMTPUsername *string `json:"smtp_username"`
+	// SMTPPassword replaces the stored password; "" removes it.
+	SMTPPassword                   *string `json:"smtp_password"`
+	SMTPFrom                       *string `json:"smtp_from"`
+	SMTPTLS                        *string `json:"smtp_tls"`
+	ProxyPublicURL                 *string `json:"proxy_public_url"`
+	EnrollmentTokenLifetimeSeconds *int    `json:"enrollment_token_lifetime_seconds"`
 }
 
 func (s Settings) validate() error {
@@ -57,6 +134,8 @@ func (s Settings) validate() error {
 		{"lockout_duration_seconds", s.LockoutDurationSeconds, 1, 86400 * 7},
 		{"session_lifetime_seconds", s.SessionLifetimeSeconds, 300, 86400 * 90},
 		{"min_password_length", s.MinPasswordLength, 8, 128},
+		{"smtp_port", s.SMTPPort, 1, 65535},
+		{"enrollment_token_lifetime_seconds", s.EnrollmentTokenLifetimeSeconds, 600, 86400 * 30},
 	} {
 		if r.v < r.lo || r.v > r.hi {
 			return Invalid("invalid_value", r.field, "must be between %d and %d", r.lo, r.hi)
@@ -65,8 +144,42 @@ func (s Settings) validate() error {
 	if s.InstanceName == "" || len(s.InstanceName) > 64 {
 		return Invalid("invalid_value", "instance_name", "must be 1 to 64 characters")
 	}
+	if len(s.SMTPHost) > 253 || strings.ContainsAny(s.SMTPHost, " \t\r\n\x00/[]") {
+		return Invalid("invalid_value", "smtp_host", "must be a host name or IP address, without port")
+	}
+	if strings.Contains(s.SMTPHost, ":") {
+		if _, err := netip.ParseAddr(s.SMTPHost); err != nil {
+			return Invalid("invalid_value", "smtp_host", "must be a host name or IP address, without port (set smtp_port)")
+		}
+	}
+	if len(s.SMTPUsername) > 256 || strings.ContainsAny(s.SMTPUsername, "\r\n\x00") {
+		return Invalid("invalid_value", "smtp_username", "must be at most 256 characters on one line")
+	}
+	if len(s.SMTPPassword) > 1024 || strings.ContainsAny(string(s.SMTPPassword), "\r\n\x00") {
+		return Invalid("invalid_value", "smtp_password", "must be at most 1024 bytes on one line")
+	}
+	if s.SMTPFrom != "" {
+		if a, err := mail.ParseAddress(s.SMTPFrom); err != nil || len(s.SMTPFrom) > 320 || !strings.Contains(a.Address, "@") {
+			return Invalid("invalid_email", "smtp_from", "must be an e-mail address, optionally with a name: Name <addr@example.com>")
+		}
+	}
+	switch s.SMTPTLS {
+	case SMTPTLSNone, SMTPTLSStartTLS, SMTPTLSImplicit:
+	default:
+		return Invalid("invalid_value", "smtp_tls", "must be %q, %q or %q", SMTPTLSNone, SMTPTLSStartTLS, SMTPTLSImplicit)
+	}
+	if s.ProxyPublicURL != "" {
+		u, err := url.Parse(s.ProxyPublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" ||
+			len(s.ProxyPublicURL) > 512 {
+			return Invalid("invalid_url", "proxy_public_url", "must be an http:// or https:// URL without credentials, query or fragment")
+		}
+	}
 	return nil
 }
+
+// normalizeURL drops trailing slashes so links join with one "/".
+func normalizeURL(u string) string { return strings.TrimRight(strings.TrimSpace(u), "/") }
 
 // LoadSettings reads the settings, falling back to defaults for fields a
 // newer version added.
@@ -80,9 +193,13 @@ func LoadSettings(ctx context.Context, q store.Querier) (Settings, error) {
 	if err != nil {
 		return s, fmt.Errorf("load settings: %w", err)
 	}
-	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+	stored := storedSettings{Settings: s}
+	if err := json.Unmarshal([]byte(raw), &stored); err != nil {
 		return s, fmt.Errorf("decode settings: %w", err)
 	}
+	s = stored.Settings
+	s.SMTPPassword = Secret(stored.StoredSMTPPassword)
+	s.SMTPPasswordSet = s.SMTPPassword != ""
 	return s, nil
 }
 
@@ -120,6 +237,31 @@ func UpdateSettings(ctx context.Context, db *store.DB, a Actor, p SettingsPatch)
 		setInt(&s.LockoutDurationSeconds, p.LockoutDurationSeconds, "lockout_duration_seconds")
 		setInt(&s.SessionLifetimeSeconds, p.SessionLifetimeSeconds, "session_lifetime_seconds")
 		setInt(&s.MinPasswordLength, p.MinPasswordLength, "min_password_length")
+		if p.SMTPHost != nil {
+			v := strings.TrimSpace(*p.SMTPHost)
+			setStr(&s.SMTPHost, &v, "smtp_host")
+		}
+		setInt(&s.SMTPPort, p.SMTPPort, "smtp_port")
+		setStr(&s.SMTPUsername, p.SMTPUsername, "smtp_username")
+		if p.SMTPPassword != nil && Secret(*p.SMTPPassword) != s.SMTPPassword {
+			// The audit log says that the password changed, never what to.
+			s.SMTPPassword = Secret(*p.SMTPPassword)
+			changed["smtp_password"] = "set"
+			if s.SMTPPassword == "" {
+				changed["smtp_password"] = "removed"
+			}
+		}
+		s.SMTPPasswordSet = s.SMTPPassword != ""
+		if p.SMTPFrom != nil {
+			v := strings.TrimSpace(*p.SMTPFrom)
+			setStr(&s.SMTPFrom, &v, "smtp_from")
+		}
+		setStr(&s.SMTPTLS, p.SMTPTLS, "smtp_tls")
+		if p.ProxyPublicURL != nil {
+			v := normalizeURL(*p.ProxyPublicURL)
+			setStr(&s.ProxyPublicURL, &v, "proxy_public_url")
+		}
+		setInt(&s.EnrollmentTokenLifetimeSeconds, p.EnrollmentTokenLifetimeSeconds, "enrollment_token_lifetime_seconds")
 		if err := s.validate(); err != nil {
 			return err
 		}
@@ -135,9 +277,10 @@ func UpdateSettings(ctx context.Context, db *store.DB, a Actor, p SettingsPatch)
 	return out, err
 }
 
-// SaveSettings writes the whole settings document.
+// SaveSettings writes the whole settings document, secrets included.
 func SaveSettings(ctx context.Context, q store.Querier, s Settings) error {
-	raw, err := json.Marshal(s)
+	s.SMTPPasswordSet = s.SMTPPassword != ""
+	raw, err := json.Marshal(storedSettings{Settings: s, StoredSMTPPassword: string(s.SMTPPassword)})
 	if err != nil {
 		return err
 	}

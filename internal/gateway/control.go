@@ -1,19 +1,14 @@
 package gateway
 
 import (
-	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/wardvpn/ward/internal/pki"
+	"github.com/wardvpn/ward/internal/adoption"
 	gw "github.com/wardvpn/ward/internal/rpc/gatewayv1"
 )
 
@@ -31,39 +26,11 @@ func (l *coreLink) send(m *gw.GatewayMessage) error {
 	return l.stream.Send(m)
 }
 
-// coreIdentity checks that the stream comes over mutual TLS from a core
-// identity of the CA this gateway was adopted by.
-func (g *Gateway) coreIdentity(ctx context.Context) (string, error) {
-	g.tlsMu.RLock()
-	id := g.ident
-	g.tlsMu.RUnlock()
-	if id == nil {
-		return "", status.Error(codes.FailedPrecondition, "gateway is not adopted")
-	}
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return "", status.Error(codes.Unauthenticated, "no peer")
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(info.State.PeerCertificates) == 0 {
-		return "", status.Error(codes.Unauthenticated, "a core client certificate is required")
-	}
-	raw := make([][]byte, len(info.State.PeerCertificates))
-	for i, c := range info.State.PeerCertificates {
-		raw[i] = c.Raw
-	}
-	coreID, err := pki.VerifyChain(raw, id.pool, pki.RoleCore, "")
-	if err != nil {
-		return "", status.Error(codes.Unauthenticated, err.Error())
-	}
-	return coreID, nil
-}
-
 // Control serves one core replica's stream. Several may be open at once;
 // they all carry the same revisions, and applying ignores what is already
 // applied, so duplicates are harmless and order is kept.
 func (g *Gateway) Control(stream gw.Gateway_ControlServer) error {
-	coreID, err := g.coreIdentity(stream.Context())
+	coreID, err := g.adoptee.VerifyCore(stream.Context())
 	if err != nil {
 		return err
 	}
@@ -161,14 +128,7 @@ func (g *Gateway) ack(link *coreLink) error {
 	return link.send(&gw.GatewayMessage{Msg: &gw.GatewayMessage_Ack{Ack: &gw.Ack{Revision: rev}}})
 }
 
-func (g *Gateway) gatewayID() string {
-	g.tlsMu.RLock()
-	defer g.tlsMu.RUnlock()
-	if g.ident == nil {
-		return ""
-	}
-	return g.ident.GatewayID
-}
+func (g *Gateway) gatewayID() string { return g.adoptee.ID() }
 
 func (g *Gateway) addLink(l *coreLink) {
 	g.linksMu.Lock()
@@ -201,10 +161,4 @@ func (g *Gateway) linkSnapshot() ([]*coreLink, time.Time) {
 	return out, g.lastContact
 }
 
-func removeFile(dir, name string) error {
-	err := os.Remove(filepath.Join(dir, name))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	return err
-}
+func removeFile(dir, name string) error { return adoption.RemoveFile(dir, name) }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/wardvpn/ward/internal/adoption"
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/gateway/wgengine"
 	"github.com/wardvpn/ward/internal/pki"
@@ -38,11 +38,7 @@ type Gateway struct {
 	version string
 	bootID  string
 
-	// tlsMu guards the adoption identity, read on every TLS handshake.
-	tlsMu      sync.RWMutex
-	ident      *identity
-	unadopted  tls.Certificate
-	adoptInUse bool
+	adoptee *adoption.Adoptee
 
 	// mu guards the data plane state.
 	mu         sync.Mutex
@@ -75,22 +71,13 @@ func New(cfg Config, version string, log *slog.Logger) (*Gateway, error) {
 	g.registry = prometheus.NewRegistry()
 	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g.metrics = newGatewayMetrics(g.registry, g)
-	ident, err := loadIdentity(cfg.DataDir)
+	var err error
+	g.adoptee, err = adoption.NewAdoptee(pki.RoleGateway, cfg.DataDir, cfg.JoinToken, log)
 	if err != nil {
 		return nil, err
 	}
-	g.ident = ident
-	key, err := pki.NewKey()
-	if err != nil {
-		return nil, err
-	}
-	der, err := pki.SelfSigned(key)
-	if err != nil {
-		return nil, err
-	}
-	g.unadopted = pki.TLSCertificate(der, key)
-	if ident != nil {
-		log.Info("gateway adopted", "gateway_id", ident.GatewayID)
+	if id := g.adoptee.ID(); id != "" {
+		log.Info("gateway adopted", "gateway_id", id)
 		if err := g.restore(); err != nil {
 			log.Error("could not restore the last known good config", "err", err)
 		}
@@ -131,7 +118,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 // Serve is Run on given listeners (tests pass their own).
 func (g *Gateway) Serve(ctx context.Context, control, health net.Listener) error {
 	srv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, GetConfigForClient: g.tlsConfigForClient})),
+		grpc.Creds(credentials.NewTLS(g.adoptee.ServerTLS())),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 	)
@@ -242,7 +229,7 @@ func (g *Gateway) persistNow() {
 	g.mu.Unlock()
 	raw, err := json.Marshal(saved)
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(g.cfg.DataDir, configFile), raw)
+		err = adoption.WriteFileAtomic(filepath.Join(g.cfg.DataDir, configFile), raw)
 	}
 	if err != nil {
 		g.log.Error("could not save the config to disk", "err", err)

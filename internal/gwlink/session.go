@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -73,7 +74,7 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 		return false, err
 	}
 	if t.Revoked {
-		return true, w.sendRevoked(stream, incoming)
+		return true, w.sendRevoked(stream.Send, incoming)
 	}
 	link := vpn.LinkEvent{GatewayID: t.ID, CoreID: w.m.coreID, Version: hello.GetVersion(), BootID: hello.GetBootId(),
 		Connected: true, AppliedRevision: int64(hello.GetAppliedRevision())}
@@ -98,6 +99,32 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 		w.log.Info("gateway disconnected", "err", err)
 	}()
 
+	// Sends come from this loop and from the statistics goroutine.
+	var sendMu sync.Mutex
+	send := func(m *gw.CoreMessage) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(m)
+	}
+	// Statistics are ingested off this loop, so a large report never holds
+	// up a config change. Reports are cumulative: while one is being
+	// ingested, a newer one replaces any report still waiting.
+	reports := make(chan *gw.StatsReport, 1)
+	ingestDone := make(chan struct{})
+	go func() {
+		defer close(ingestDone)
+		for r := range reports {
+			w.ingest(ctx, t, r)
+			if err := send(&gw.CoreMessage{Msg: &gw.CoreMessage_StatsAck{StatsAck: &gw.StatsAck{BootId: r.GetBootId(), Seq: r.GetSeq()}}}); err != nil {
+				w.log.Debug("stats ack not sent", "err", err)
+			}
+		}
+	}()
+	defer func() {
+		close(reports)
+		<-ingestDone
+	}()
+
 	wake, unsubscribe := w.m.vpn.Hub().Subscribe(t.LocationID)
 	defer unsubscribe()
 	poll := time.NewTicker(w.m.opts.RevisionPoll)
@@ -112,7 +139,7 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 			return true, fmt.Errorf("compute update: %w", err)
 		}
 		if upd.Revision != sent {
-			if err := stream.Send(updateMessage(upd)); err != nil {
+			if err := send(updateMessage(upd)); err != nil {
 				return true, err
 			}
 			sent = upd.Revision
@@ -125,7 +152,7 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 		case <-ctx.Done():
 			return true, ctx.Err()
 		case <-w.revoked:
-			return true, w.sendRevoked(stream, incoming)
+			return true, w.sendRevoked(send, incoming)
 		case <-wake:
 		case <-poll.C:
 			if awaitingAck != 0 && time.Now().After(ackDeadline) {
@@ -152,9 +179,15 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 				w.log.Info("gateway asked for a snapshot", "applied_revision", m.NeedSnapshot.GetAppliedRevision())
 				sent = 0
 			case *gw.GatewayMessage_Stats:
-				w.ingest(ctx, t, m.Stats)
-				if err := stream.Send(&gw.CoreMessage{Msg: &gw.CoreMessage_StatsAck{StatsAck: &gw.StatsAck{BootId: m.Stats.GetBootId(), Seq: m.Stats.GetSeq()}}}); err != nil {
-					return true, err
+				select {
+				case reports <- m.Stats:
+				default:
+					select {
+					case stale := <-reports:
+						w.log.Debug("statistics report superseded before ingestion", "seq", stale.GetSeq())
+					default:
+					}
+					reports <- m.Stats
 				}
 				if err := w.m.vpn.TouchLink(ctx, t.ID, w.m.coreID, link.AppliedRevision); err != nil {
 					w.log.Warn("cannot record contact", "err", err)
@@ -166,8 +199,8 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 
 // sendRevoked tells the gateway it was deleted and waits for it to close the
 // stream, which it does once it has dropped its identity.
-func (w *worker) sendRevoked(stream gw.Gateway_ControlClient, incoming <-chan recvResult) error {
-	if err := stream.Send(&gw.CoreMessage{Msg: &gw.CoreMessage_Revoked{Revoked: &gw.Revoked{Reason: "gateway deleted in core"}}}); err != nil {
+func (w *worker) sendRevoked(send func(*gw.CoreMessage) error, incoming <-chan recvResult) error {
+	if err := send(&gw.CoreMessage{Msg: &gw.CoreMessage_Revoked{Revoked: &gw.Revoked{Reason: "gateway deleted in core"}}}); err != nil {
 		return fmt.Errorf("send revocation: %w", err)
 	}
 	deadline := time.After(10 * time.Second)

@@ -2,9 +2,6 @@ package gwlink
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/wardvpn/ward/internal/adoption"
 	"github.com/wardvpn/ward/internal/core/vpn"
 	"github.com/wardvpn/ward/internal/pki"
 	gw "github.com/wardvpn/ward/internal/rpc/gatewayv1"
@@ -118,10 +116,7 @@ func (w *worker) run(ctx context.Context) {
 // adopt runs the join-token exchange over TLS that cannot be verified yet;
 // the gateway's knowledge of the token is what authenticates it.
 func (w *worker) adopt(ctx context.Context, t vpn.GatewayTarget) error {
-	conn, err := grpc.NewClient(t.ControlAddress, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		InsecureSkipVerify: true, // authenticated by the HMAC over the join token below
-	})))
+	conn, err := grpc.NewClient(t.ControlAddress, grpc.WithTransportCredentials(credentials.NewTLS(adoption.AdoptionTLS())))
 	if err != nil {
 		return err
 	}
@@ -132,40 +127,13 @@ func (w *worker) adopt(ctx context.Context, t vpn.GatewayTarget) error {
 	if err != nil {
 		return fmt.Errorf("adopt: %w", err)
 	}
-	nonce := make([]byte, 32)
-	_, _ = rand.Read(nonce)
-	if err := stream.Send(&gw.AdoptMessage{Step: &gw.AdoptMessage_Begin{Begin: &gw.AdoptBegin{GatewayId: t.ID, CoreNonce: nonce}}}); err != nil {
-		return fmt.Errorf("adopt: %w", err)
-	}
-	msg, err := stream.Recv()
-	if err != nil {
-		return fmt.Errorf("adopt: %w", err)
-	}
-	offer := msg.GetOffer()
-	if offer == nil {
-		return errors.New("adopt: gateway did not offer a certificate request")
-	}
-	want := pki.AdoptMAC(t.JoinKey, "gateway", t.ID, nonce, offer.GetGatewayNonce(), offer.GetCsrDer())
-	if !hmacEqual(want, offer.GetMac()) {
-		return errors.New("adopt: the gateway does not hold this gateway's join token")
-	}
-	cert, der, err := w.m.ca.SignCSR(offer.GetCsrDer(), pki.RoleGateway, t.ID, 5*365*24*time.Hour)
+	serial, err := adoption.Adopt(actx, stream, w.m.ca, pki.RoleGateway, t.ID, t.JoinKey, func(serial string) error {
+		// The gateway stored its identity and will not accept this token
+		// again, so at most one replica gets here per token.
+		return w.m.vpn.CompleteAdoption(ctx, w.m.actor(), t.ID, t.JoinKey, serial)
+	})
 	if err != nil {
 		return err
-	}
-	serial := cert.SerialNumber.Text(16)
-	mac := pki.AdoptMAC(t.JoinKey, "core", t.ID, nonce, offer.GetGatewayNonce(), der, w.m.ca.DER)
-	if err := stream.Send(&gw.AdoptMessage{Step: &gw.AdoptMessage_Grant{Grant: &gw.AdoptGrant{CertDer: der, CaDer: w.m.ca.DER, Mac: mac}}}); err != nil {
-		return fmt.Errorf("adopt: %w", err)
-	}
-	if msg, err = stream.Recv(); err != nil || msg.GetDone() == nil {
-		return fmt.Errorf("adopt: gateway did not confirm: %v", err)
-	}
-	// The gateway stored its identity and will not accept this token again,
-	// so at most one replica gets here per token; record the serial that
-	// core will pin from now on.
-	if err := w.m.vpn.CompleteAdoption(ctx, w.m.actor(), t.ID, t.JoinKey, serial); err != nil {
-		return fmt.Errorf("adopt: %w", err)
 	}
 	w.m.metrics.adopted.Inc()
 	w.log.Info("gateway adopted", "cert_serial", serial)
@@ -178,39 +146,8 @@ func (w *worker) adopt(ctx context.Context, t vpn.GatewayTarget) error {
 // dial opens a mutual-TLS connection that accepts only this gateway's
 // current certificate.
 func (w *worker) dial(t vpn.GatewayTarget) (*grpc.ClientConn, error) {
-	pool := x509.NewCertPool()
-	pool.AddCert(w.m.ca.Cert)
-	tlsConf := &tls.Config{
-		MinVersion:         tls.VersionTLS13,
-		Certificates:       []tls.Certificate{w.m.cert},
-		InsecureSkipVerify: true, // the chain, identity and pinned serial are checked below
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if _, err := pki.VerifyChain(raw, pool, pki.RoleGateway, t.ID); err != nil {
-				return err
-			}
-			leaf, err := x509.ParseCertificate(raw[0])
-			if err != nil {
-				return err
-			}
-			if leaf.SerialNumber.Text(16) != t.CertSerial {
-				return errors.New("gateway presents a certificate that core has revoked (a new join token was issued)")
-			}
-			return nil
-		},
-	}
 	return grpc.NewClient(t.ControlAddress,
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
+		grpc.WithTransportCredentials(credentials.NewTLS(adoption.ClientTLS(w.m.ca, w.m.cert, pki.RoleGateway, t.ID, t.CertSerial))),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 2 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}),
 	)
-}
-
-func hmacEqual(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	var v byte
-	for i := range a {
-		v |= a[i] ^ b[i]
-	}
-	return v == 0
 }

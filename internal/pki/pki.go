@@ -33,6 +33,7 @@ import (
 const (
 	RoleCore    = "core"
 	RoleGateway = "gateway"
+	RoleProxy   = "proxy"
 )
 
 // CA is the instance certificate authority.

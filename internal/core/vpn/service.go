@@ -84,6 +84,19 @@ func (r *revisions) bumpOnce(ctx context.Context, locationID, kind, subjectID st
 	return nil
 }
 
+// TouchPeers bumps the location's revision inside tx, recording keys as the
+// peers that changed: every gateway of the location then re-reads them in
+// their current state (an upsert when the key is a peer now, a removal
+// otherwise). It returns the new revision; followers are woken after commit.
+// Each call bumps once: call it once per transaction and location.
+func (s *Service) TouchPeers(ctx context.Context, tx *sql.Tx, locationID, kind, subjectID string, keys ...string) (int64, error) {
+	r := s.newRevisions(tx)
+	if err := r.bump(ctx, locationID, kind, subjectID, keys...); err != nil {
+		return 0, err
+	}
+	return r.bumped[locationID], nil
+}
+
 func requireAdmin(a core.Actor, what string) error {
 	if !a.IsAdmin {
 		return core.Forbidden("only admins can %s", what)

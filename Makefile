@@ -29,4 +29,4 @@ proto: ## protoc from Debian (protobuf-compiler), plugins pinned in tools/go.mod
 	cd tools && go build -o ../bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go && go build -o ../bin/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
 	protoc --plugin=protoc-gen-go=bin/protoc-gen-go --plugin=protoc-gen-go-grpc=bin/protoc-gen-go-grpc \
 	  -I proto --go_out=. --go_opt=module=github.com/wardvpn/ward --go-grpc_out=. --go-grpc_opt=module=github.com/wardvpn/ward \
-	  proto/ward/gateway/v1/gateway.proto
+	  proto/ward/gateway/v1/gateway.proto proto/ward/proxy/v1/proxy.proto

@@ -2,7 +2,8 @@
 # Installs the system packages ward's tests use, when they are missing:
 # wireguard-tools (wg, wg-quick), wireguard-go (wg-quick's userspace
 # fallback without the kernel module), iputils-ping and iproute2 (ip, ss)
-# for the network-namespace tests, and the PostgreSQL server binaries. Needs
+# for the network-namespace tests, oathtool for the TOTP interoperability
+# test, and the PostgreSQL server binaries. Needs
 # root for apt-get; without root it only reports what is missing.
 set -euo pipefail
 
@@ -19,6 +20,8 @@ command -v wg-quick >/dev/null 2>&1 || need+=(wireguard-tools)
 command -v wireguard-go >/dev/null 2>&1 || need+=(wireguard-go)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 { command -v ip >/dev/null 2>&1 && command -v ss >/dev/null 2>&1; } || need+=(iproute2)
+# oathtool: an independent TOTP implementation the MFA tests check codes with.
+command -v oathtool >/dev/null 2>&1 || need+=(oathtool)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi

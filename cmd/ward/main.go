@@ -23,10 +23,11 @@ const usage = `ward: a WireGuard VPN platform built for high availability
 Usage:
   ward core [flags]                   run the control plane (REST API, gateway links)
   ward gateway [flags]                run a WireGuard gateway for one location
+  ward proxy [flags]                  run the public proxy (enrollment, MFA, client sync)
   ward admin reset-password USER      set a user's password directly in the database
   ward version                        print the version
 
-Run "ward core -h" or "ward gateway -h" for the configuration flags; every flag also has a WARD_* variable.
+Run "ward core -h", "ward gateway -h" or "ward proxy -h" for the configuration flags; every flag also has a WARD_* variable.
 `
 
 func main() {
@@ -46,6 +47,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runCore(ctx, args[1:], stdout, stderr)
 	case "gateway":
 		err = runGateway(ctx, args[1:], stderr)
+	case "proxy":
+		err = runProxy(ctx, args[1:], stderr)
 	case "admin":
 		err = runAdmin(ctx, args[1:], stdin, stdout, stderr)
 	case "version", "--version", "-version":

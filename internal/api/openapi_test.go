@@ -21,9 +21,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wardvpn/ward/internal/core"
+	"github.com/wardvpn/ward/internal/core/enroll"
 	"github.com/wardvpn/ward/internal/core/identity"
+	"github.com/wardvpn/ward/internal/core/mfa"
 	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/mail/mailtest"
 	"github.com/wardvpn/ward/internal/store"
 )
 
@@ -51,6 +54,11 @@ var oapiInputTypes = map[string]reflect.Type{
 	"POST /api/v1/proxies":                        reflect.TypeFor[vpn.ComponentInput](),
 	"PATCH /api/v1/proxies/{id}":                  reflect.TypeFor[vpn.ComponentInput](),
 	"PATCH /api/v1/settings":                      reflect.TypeFor[core.SettingsPatch](),
+	"POST /api/v1/settings/test-mail":             reflect.TypeFor[testMailRequest](),
+	"POST /api/v1/users/{id}/enrollment":          reflect.TypeFor[enroll.StartInput](),
+	"POST /api/v1/me/totp/confirm":                reflect.TypeFor[codeRequest](),
+	"DELETE /api/v1/me/totp":                      reflect.TypeFor[codeRequest](),
+	"POST /api/v1/me/recovery-codes":              reflect.TypeFor[codeRequest](),
 }
 
 // oapiOutputTypes maps a schema (a JSON pointer into the document) to the Go
@@ -88,6 +96,9 @@ var oapiOutputTypes = map[string]reflect.Type{
 	"#/components/schemas/LocationPage":           reflect.TypeFor[page[vpn.Location]](),
 	"#/components/schemas/ComponentPage":          reflect.TypeFor[page[vpn.Component]](),
 	"#/components/schemas/AuditPage":              reflect.TypeFor[page[core.AuditEntry]](),
+	"#/components/schemas/Enrollment":             reflect.TypeFor[enroll.Started](),
+	"#/components/schemas/TOTPSetup":              reflect.TypeFor[mfa.Setup](),
+	"#/components/schemas/RecoveryCodes":          reflect.TypeFor[mfa.RecoveryCodes](),
 }
 
 // oapiUntypedSchemas are encoded from maps, so no struct can be compared.
@@ -1133,6 +1144,53 @@ func TestOpenAPIHappyPathsMatchLiveServer(t *testing.T) {
 
 	call(admin, "GET /api/v1/settings", "/api/v1/settings", nil, 200)
 	call(admin, "PATCH /api/v1/settings", "/api/v1/settings", map[string]any{"instance_name": "ward-oapi", "lockout_threshold": 7}, 200)
+
+	// Onboarding: mail through an SMTP sink, an enrollment link, TOTP.
+	sink := mailtest.NewSink(t)
+	call(admin, "POST /api/v1/settings/test-mail", "/api/v1/settings/test-mail", map[string]any{"to": "ops@example.com"}, 409)
+	st := call(admin, "PATCH /api/v1/settings", "/api/v1/settings", map[string]any{"smtp_host": "127.0.0.1", "smtp_port": sink.Port,
+		"smtp_tls": "none", "smtp_from": "ward <ward@example.com>", "smtp_username": "ward", "smtp_password": "oapi-smtp-secret",
+		"proxy_public_url": "https://vpn.example.com/", "enrollment_token_lifetime_seconds": 7200}, 200)
+	if st["smtp_password_set"] != true || st["smtp_password"] != nil || st["proxy_public_url"] != "https://vpn.example.com" {
+		t.Errorf("settings after the SMTP change: %v", st)
+	}
+	call(admin, "POST /api/v1/settings/test-mail", "/api/v1/settings/test-mail", map[string]any{"to": "not an address"}, 400)
+	call(admin, "POST /api/v1/settings/test-mail", "/api/v1/settings/test-mail", map[string]any{"to": "ops@example.com"}, 204)
+	if msgs := sink.Messages(); len(msgs) != 1 || msgs[0].To[0] != "ops@example.com" {
+		t.Errorf("test mail: %+v", msgs)
+	}
+	en := call(admin, "POST /api/v1/users/{id}/enrollment", "/api/v1/users/"+uid+"/enrollment", map[string]any{"kind": "new_client", "send_email": true}, 201)
+	if en["email_sent"] != true || !strings.HasPrefix(oapiStr(en, "url"), "https://vpn.example.com/enroll/") {
+		t.Errorf("enrollment: %v", en)
+	}
+	call(admin, "POST /api/v1/users/{id}/enrollment", "/api/v1/users/"+uid+"/enrollment", map[string]any{}, 409) // alice has a password
+	// The caller's own TOTP, over the cookie session.
+	call(session, "DELETE /api/v1/me/totp", "/api/v1/me/totp", map[string]any{"code": "123456"}, 409)
+	setup := call(session, "POST /api/v1/me/totp", "/api/v1/me/totp", nil, 200)
+	call(session, "POST /api/v1/me/totp/confirm", "/api/v1/me/totp/confirm", map[string]any{"code": "abc"}, 400)
+	code, err := mfa.GenerateCode(oapiStr(setup, "secret"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := call(session, "POST /api/v1/me/totp/confirm", "/api/v1/me/totp/confirm", map[string]any{"code": code}, 200)
+	codes, _ := rc["recovery_codes"].([]any)
+	if len(codes) != 10 {
+		t.Fatalf("recovery codes: %v", rc)
+	}
+	if me := call(session, "GET /api/v1/me", "/api/v1/me", nil, 200); me["totp_enabled"] != true || me["recovery_codes_left"] != 10.0 {
+		t.Errorf("me after enabling TOTP: %v", me)
+	}
+	call(session, "POST /api/v1/me/totp", "/api/v1/me/totp", nil, 409)
+	call(session, "POST /api/v1/me/recovery-codes", "/api/v1/me/recovery-codes", map[string]any{"code": code}, 400) // used already
+	rc = call(session, "POST /api/v1/me/recovery-codes", "/api/v1/me/recovery-codes", map[string]any{"code": codes[0]}, 200)
+	codes, _ = rc["recovery_codes"].([]any)
+	call(session, "DELETE /api/v1/me/totp", "/api/v1/me/totp", map[string]any{"code": codes[0]}, 204)
+	// An admin resets another user's TOTP.
+	if _, err := srv.mfa.Setup(t.Context(), core.Actor{UserID: uid, Username: "alice"}, uid); err != nil {
+		t.Fatal(err)
+	}
+	call(admin, "DELETE /api/v1/users/{id}/totp", "/api/v1/users/"+uid+"/totp", nil, 204)
+	call(admin, "DELETE /api/v1/users/{id}/totp", "/api/v1/users/"+uid+"/totp", nil, 404)
 	audit := call(admin, "GET /api/v1/audit", "/api/v1/audit?action=device.&from=2020-01-01T00:00:00Z&to=4102444800000", nil, 200)
 	if n, _ := audit["total"].(float64); n < 2 {
 		t.Errorf("audit: want the device entries, got %v", audit)

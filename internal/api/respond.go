@@ -53,6 +53,20 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	}
 }
 
+// WriteJSON writes v as a JSON response with the status, uncached. It is
+// exported for the other HTTP transports of core (internal/public), so that
+// every JSON API of ward answers alike.
+func WriteJSON(w http.ResponseWriter, status int, v any) { writeJSON(w, status, v) }
+
+// WriteError answers err in the JSON error shape, as the REST API does.
+func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	writeError(w, r, log, err)
+}
+
+// Decode reads a JSON request body as the REST API does: JSON content type
+// only, at most MaxBodyBytes, unknown fields rejected, exactly one value.
+func Decode(w http.ResponseWriter, r *http.Request, v any) error { return decode(w, r, v) }
+
 // writeError maps any error to a status and the JSON error shape. Unknown
 // errors are logged and answered without detail: they may carry internals.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {

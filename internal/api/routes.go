@@ -10,6 +10,7 @@ import (
 
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/core/identity"
+	"github.com/wardvpn/ward/internal/core/mfa"
 	"github.com/wardvpn/ward/internal/core/vpn"
 )
 
@@ -30,12 +31,18 @@ func (s *Server) buildRoutes() []Route {
 		r("GET", v1+"/me/tokens", authenticated, s.listTokens),
 		r("POST", v1+"/me/tokens", authenticated, s.createToken),
 		r("DELETE", v1+"/me/tokens/{id}", authenticated, s.revokeToken),
+		r("POST", v1+"/me/totp", authenticated, s.setupTOTP),
+		r("POST", v1+"/me/totp/confirm", authenticated, s.confirmTOTP),
+		r("DELETE", v1+"/me/totp", authenticated, s.disableTOTP),
+		r("POST", v1+"/me/recovery-codes", authenticated, s.regenerateRecoveryCodes),
 
 		r("GET", v1+"/users", authenticated, s.listUsers),
 		r("POST", v1+"/users", authenticated, s.createUser),
 		r("GET", v1+"/users/{id}", authenticated, s.getUser),
 		r("PATCH", v1+"/users/{id}", authenticated, s.updateUser),
 		r("DELETE", v1+"/users/{id}", authenticated, s.deleteUser),
+		r("POST", v1+"/users/{id}/enrollment", authenticated, s.startEnrollment),
+		r("DELETE", v1+"/users/{id}/totp", authenticated, s.resetUserTOTP),
 
 		r("GET", v1+"/groups", authenticated, s.listGroups),
 		r("POST", v1+"/groups", authenticated, s.createGroup),
@@ -69,9 +76,11 @@ func (s *Server) buildRoutes() []Route {
 		r("GET", v1+"/proxies/{id}", authenticated, s.getProxy),
 		r("PATCH", v1+"/proxies/{id}", authenticated, s.updateProxy),
 		r("DELETE", v1+"/proxies/{id}", authenticated, s.deleteProxy),
+		r("POST", v1+"/proxies/{id}/join-token", authenticated, s.issueProxyJoinToken),
 
 		r("GET", v1+"/settings", authenticated, s.getSettings),
 		r("PATCH", v1+"/settings", authenticated, s.updateSettings),
+		r("POST", v1+"/settings/test-mail", authenticated, s.testMail),
 
 		r("GET", v1+"/audit", authenticated, s.listAudit),
 	}
@@ -147,6 +156,9 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, c *reqCtx) error
 type meResponse struct {
 	identity.User
 	CSRFToken string `json:"csrf_token,omitempty"`
+	// TOTPEnabled and RecoveryCodesLeft describe the caller's second factor.
+	TOTPEnabled       bool `json:"totp_enabled"`
+	RecoveryCodesLeft int  `json:"recovery_codes_left"`
 }
 
 func (s *Server) me(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
@@ -154,7 +166,13 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, meResponse{User: u, CSRFToken: c.principal.CSRFToken})
+	var st mfa.Status
+	if s.mfa != nil {
+		if st, err = s.mfa.Status(r.Context(), u.ID); err != nil {
+			return err
+		}
+	}
+	writeJSON(w, http.StatusOK, meResponse{User: u, CSRFToken: c.principal.CSRFToken, TOTPEnabled: st.TOTPEnabled, RecoveryCodesLeft: st.RecoveryCodesLeft})
 	return nil
 }
 
@@ -469,6 +487,11 @@ func (s *Server) createProxy(w http.ResponseWriter, r *http.Request, c *reqCtx) 
 	}
 	p, err := s.vpn.CreateProxy(r.Context(), c.actor(), in)
 	return created(w, p, err)
+}
+
+func (s *Server) issueProxyJoinToken(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	t, err := s.vpn.IssueProxyJoinToken(r.Context(), c.actor(), r.PathValue("id"))
+	return created(w, t, err)
 }
 
 func (s *Server) getProxy(w http.ResponseWriter, r *http.Request, c *reqCtx) error {

@@ -12,9 +12,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wardvpn/ward/internal/core"
+	"github.com/wardvpn/ward/internal/core/enroll"
 	"github.com/wardvpn/ward/internal/core/identity"
+	"github.com/wardvpn/ward/internal/core/mfa"
 	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/mail"
 	"github.com/wardvpn/ward/internal/store"
 )
 
@@ -30,6 +33,13 @@ type Options struct {
 	Log           *slog.Logger
 	// Stats answers usage queries; nil builds one on the same database.
 	Stats *stats.Service
+	// MFA, Enroll and Mail serve the onboarding endpoints; nil builds them
+	// on the same database (Enroll then hashes passwords with
+	// PasswordParams, or identity.DefaultPasswordParams when zero).
+	MFA            *mfa.Service
+	Enroll         *enroll.Service
+	Mail           *mail.Mailer
+	PasswordParams identity.PasswordParams
 }
 
 // Server serves the REST API and the operational endpoints.
@@ -38,6 +48,9 @@ type Server struct {
 	ident   *identity.Service
 	vpn     *vpn.Service
 	stats   *stats.Service
+	mfa     *mfa.Service
+	enroll  *enroll.Service
+	mail    *mail.Mailer
 	log     *slog.Logger
 	secure  bool
 	metrics *httpMetrics
@@ -80,6 +93,29 @@ func New(db *store.DB, ident *identity.Service, vpnSvc *vpn.Service, opts Option
 	s := &Server{db: db, ident: ident, vpn: vpnSvc, stats: opts.Stats, log: log, secure: opts.SecureCookies, mux: http.NewServeMux()}
 	if s.stats == nil {
 		s.stats = stats.New(db)
+	}
+	s.mfa, s.enroll, s.mail = opts.MFA, opts.Enroll, opts.Mail
+	if s.mail == nil {
+		s.mail = mail.New(db, log)
+	}
+	if s.mfa == nil || s.enroll == nil {
+		// The instance secrets exist by now (core created them before it
+		// built the services); this only reads them.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		inst, err := core.EnsureInstance(ctx, db)
+		cancel()
+		switch {
+		case err != nil:
+			// The onboarding endpoints answer 503 (see onboarding()).
+			log.Error("onboarding endpoints disabled: cannot load the instance secrets", "err", err)
+		default:
+			if s.mfa == nil {
+				s.mfa = mfa.New(db, inst, log)
+			}
+			if s.enroll == nil {
+				s.enroll = enroll.New(db, inst, vpnSvc, s.mfa, enroll.Options{PasswordParams: opts.PasswordParams, Mail: s.mail, Log: log})
+			}
+		}
 	}
 	if opts.Registry != nil {
 		s.metrics = newHTTPMetrics(opts.Registry, db)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,7 @@ import (
 	"github.com/wardvpn/ward/internal/core/vpn"
 	"github.com/wardvpn/ward/internal/gwlink"
 	"github.com/wardvpn/ward/internal/pki"
+	"github.com/wardvpn/ward/internal/proxylink"
 	"github.com/wardvpn/ward/internal/store"
 )
 
@@ -40,6 +42,7 @@ type App struct {
 	Stats    *stats.Service
 	API      *api.Server
 	Gateways *gwlink.Manager
+	Proxies  *proxylink.Manager
 	CoreID   string
 }
 
@@ -88,6 +91,12 @@ func Open(ctx context.Context, cfg Config, version string, log *slog.Logger, std
 		db.Close()
 		return nil, err
 	}
+	coreCert, err := pki.IssueCoreCertificate(ca, app.CoreID)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	app.Proxies = proxylink.New(vpnSvc, ca, coreCert, app.CoreID, publicHandler(), log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(app.Gateways.Collectors()...)
@@ -154,7 +163,11 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	linksDone := make(chan struct{})
 	go func() {
 		defer close(linksDone)
-		a.Gateways.Run(linkCtx)
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); a.Gateways.Run(linkCtx) }()
+		go func() { defer wg.Done(); a.Proxies.Run(linkCtx) }()
+		wg.Wait()
 	}()
 	defer func() {
 		stopLinks()
@@ -192,4 +205,14 @@ func Run(ctx context.Context, cfg Config, version string, stdout, stderr io.Writ
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	return app.Serve(ctx, ln)
+}
+
+// publicHandler answers the requests proxies relay. Until the onboarding
+// endpoints land, every path is a JSON 404.
+func publicHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"error":{"code":"not_found","message":"no such public endpoint"}}` + "\n"))
+	})
 }

@@ -66,15 +66,11 @@ type Manager struct {
 // New builds a manager; it issues this replica's client certificate.
 func New(vpnSvc *vpn.Service, statsSvc *stats.Service, ca *pki.CA, coreID, version string, log *slog.Logger, opts Options) (*Manager, error) {
 	opts.defaults()
-	key, err := pki.NewKey()
+	cert, err := pki.IssueCoreCertificate(ca, coreID)
 	if err != nil {
 		return nil, err
 	}
-	_, der, err := ca.Issue(key.Public(), pki.RoleCore, coreID, 365*24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	return &Manager{vpn: vpnSvc, stats: statsSvc, ca: ca, coreID: coreID, version: version, cert: pki.TLSCertificate(der, key),
+	return &Manager{vpn: vpnSvc, stats: statsSvc, ca: ca, coreID: coreID, version: version, cert: cert,
 		log: log.With("component", "gwlink"), opts: opts, workers: map[string]*worker{}, metrics: newMetrics()}, nil
 }
 

@@ -129,6 +129,8 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 	defer unsubscribe()
 	poll := time.NewTicker(w.m.opts.RevisionPoll)
 	defer poll.Stop()
+	heartbeat := time.NewTicker(vpn.LinkHeartbeat)
+	defer heartbeat.Stop()
 
 	sent := int64(hello.GetAppliedRevision())
 	var awaitingAck int64
@@ -154,9 +156,17 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 		case <-w.revoked:
 			return true, w.sendRevoked(send, incoming)
 		case <-wake:
+		case <-heartbeat.C:
+			if err := w.m.vpn.TouchLink(ctx, t.ID, w.m.coreID, link.AppliedRevision); err != nil {
+				w.log.Warn("cannot refresh the link", "err", err)
+			}
 		case <-poll.C:
 			if awaitingAck != 0 && time.Now().After(ackDeadline) {
 				return true, fmt.Errorf("gateway did not acknowledge revision %d within %s", awaitingAck, w.m.opts.AckTimeout)
+			}
+			if cur := w.current(); cur.CertSerial != t.CertSerial {
+				// A new join token revoked this adoption: drop the link.
+				return true, errors.New("the gateway's adoption was replaced by a new join token")
 			}
 		case r := <-incoming:
 			if r.err != nil {

@@ -269,3 +269,17 @@ func AdoptMAC(key []byte, role, gatewayID string, parts ...[]byte) []byte {
 	}
 	return m.Sum(nil)
 }
+
+// IssueCoreCertificate issues a core replica's client certificate for the
+// control links (a fresh key per process start; replicas share the CA).
+func IssueCoreCertificate(ca *CA, coreID string) (tls.Certificate, error) {
+	key, err := NewKey()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	_, der, err := ca.Issue(key.Public(), RoleCore, coreID, 365*24*time.Hour)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return TLSCertificate(der, key), nil
+}

@@ -152,13 +152,9 @@ func (s *Service) Setup(ctx context.Context, a core.Actor, userID string) (Setup
 	if err != nil {
 		return Setup{}, fmt.Errorf("generate totp secret: %w", err)
 	}
-	img, err := key.Image(qrSize, qrSize)
+	out, err := render(key)
 	if err != nil {
-		return Setup{}, fmt.Errorf("totp qr code: %w", err)
-	}
-	var buf bytes.Buffer
-	if err := png.Encode(&buf, img); err != nil {
-		return Setup{}, fmt.Errorf("encode qr code: %w", err)
+		return Setup{}, err
 	}
 	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
 		row, found, err := s.load(ctx, tx, userID)
@@ -180,7 +176,31 @@ func (s *Service) Setup(ctx context.Context, a core.Actor, userID string) (Setup
 	if err != nil {
 		return Setup{}, err
 	}
+	return out, nil
+}
+
+func render(key *otp.Key) (Setup, error) {
+	img, err := key.Image(qrSize, qrSize)
+	if err != nil {
+		return Setup{}, fmt.Errorf("totp qr code: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		return Setup{}, fmt.Errorf("encode qr code: %w", err)
+	}
 	return Setup{Secret: key.Secret(), URL: key.URL(), QRPNG: base64.StdEncoding.EncodeToString(buf.Bytes()), Period: Period, Digits: Digits}, nil
+}
+
+// RenderSetup rebuilds the display of a setup from its otpauth URL, e.g. to
+// show the QR code again on a page whose confirmation failed. It stores
+// nothing and trusts nothing: a code is only ever checked against the
+// secret in the database.
+func RenderSetup(otpauthURL string) (Setup, error) {
+	key, err := otp.NewKeyFromURL(otpauthURL)
+	if err != nil || key.Type() != "totp" || key.Secret() == "" || len(otpauthURL) > 1024 {
+		return Setup{}, core.Invalid("invalid_value", "otpauth_url", "not a TOTP setup")
+	}
+	return render(key)
 }
 
 // Confirm enables TOTP with a code from the new secret and returns fresh

@@ -3,6 +3,7 @@ package vpn
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -16,8 +17,8 @@ import (
 // DefaultJoinTokenTTL is how long a gateway join token stays valid.
 const DefaultJoinTokenTTL = time.Hour
 
-// GatewayStatus is what core knows about a gateway's control link, merged
-// over every core replica.
+// GatewayStatus is what core knows about a gateway's (or proxy's) control
+// link, merged over every core replica.
 type GatewayStatus struct {
 	Adopted            bool          `json:"adopted"`
 	AdoptedAt          int64         `json:"adopted_at"`
@@ -52,25 +53,34 @@ type JoinToken struct {
 func newJoinToken(ttl time.Duration) (JoinToken, string) {
 	exp := time.Now().Add(ttl).Truncate(time.Second)
 	tok := "wgj1." + strconv.FormatInt(exp.Unix(), 10) + "." + core.RandomToken(32)
-	return JoinToken{Token: tok, ExpiresAt: exp.UnixMilli()}, fmt.Sprintf("%x", pki.JoinKey(tok))
+	return JoinToken{Token: tok, ExpiresAt: exp.UnixMilli()}, hex.EncodeToString(pki.JoinKey(tok))
 }
 
 // IssueJoinToken gives a registered gateway a new join token. It revokes the
 // gateway's current adoption: the gateway must be adopted again with it.
 func (s *Service) IssueJoinToken(ctx context.Context, a core.Actor, locationID, gatewayID string) (JoinToken, error) {
-	if err := requireAdmin(a, "issue gateway join tokens"); err != nil {
+	return s.issueJoinToken(ctx, gatewayRegistry, a, locationID, gatewayID)
+}
+
+// IssueProxyJoinToken is IssueJoinToken for a proxy.
+func (s *Service) IssueProxyJoinToken(ctx context.Context, a core.Actor, proxyID string) (JoinToken, error) {
+	return s.issueJoinToken(ctx, proxyRegistry, a, "", proxyID)
+}
+
+func (s *Service) issueJoinToken(ctx context.Context, r registry, a core.Actor, locationID, id string) (JoinToken, error) {
+	if err := requireAdmin(a, "issue join tokens"); err != nil {
 		return JoinToken{}, err
 	}
 	tok, key := newJoinToken(DefaultJoinTokenTTL)
 	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		if _, err := s.getComponent(ctx, tx, gatewayRegistry, locationID, gatewayID); err != nil {
+		if _, err := s.getComponent(ctx, tx, r, locationID, id); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE gateways SET join_key = $1, join_expires_at = $2, cert_serial = '', adopted_at = 0, updated_at = $3 WHERE id = $4`,
-			key, tok.ExpiresAt, store.Now(), gatewayID); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE `+r.table+` SET join_key = $1, join_expires_at = $2, cert_serial = '', adopted_at = 0, updated_at = $3 WHERE id = $4`,
+			key, tok.ExpiresAt, store.Now(), id); err != nil {
 			return err
 		}
-		return core.Audit(ctx, tx, a, "gateway.join_token", "gateway", gatewayID, map[string]any{"expires_at": tok.ExpiresAt})
+		return core.Audit(ctx, tx, a, r.kind+".join_token", r.kind, id, map[string]any{"expires_at": tok.ExpiresAt})
 	})
 	if err != nil {
 		return JoinToken{}, err
@@ -78,29 +88,56 @@ func (s *Service) IssueJoinToken(ctx context.Context, a core.Actor, locationID, 
 	return tok, nil
 }
 
-// GatewayTarget is what a core replica needs to dial and adopt a gateway.
+// GatewayTarget is what a core replica needs to dial and adopt a gateway or
+// a proxy (LocationID is empty for proxies).
 type GatewayTarget struct {
 	ID, LocationID, Name, ControlAddress string
 	CertSerial                           string
 	JoinKey                              []byte
 	JoinExpiresAt                        int64
-	// Revoked: deleted in core; the gateway must be told, then forgotten.
+	// Revoked: deleted in core; the component must be told, then forgotten.
 	Revoked bool
 }
 
+// LinkHeartbeat is how often a core replica refreshes last_contact of a
+// live link; a link silent for LinkStaleAfter counts as down even if its
+// row says connected (the replica that wrote it may have been killed).
+const (
+	LinkHeartbeat  = 10 * time.Second
+	LinkStaleAfter = 3 * LinkHeartbeat
+)
+
+// LinkFresh tells whether a link row still counts as connected.
+func LinkFresh(connected bool, lastContact int64, now time.Time) bool {
+	return connected && now.Sub(time.UnixMilli(lastContact)) < LinkStaleAfter
+}
+
 // RevocationRetention is how long core keeps trying to tell a deleted
-// gateway that it is revoked before forgetting it.
+// gateway or proxy that it is revoked before forgetting it.
 const RevocationRetention = 7 * 24 * time.Hour
 
 // GatewayTargets lists every registered gateway for the link manager.
 func (s *Service) GatewayTargets(ctx context.Context) ([]GatewayTarget, error) {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM gateways WHERE revoked_at > 0 AND (revoked_at < $1 OR cert_serial = '')`,
+	return s.targets(ctx, gatewayRegistry)
+}
+
+// ProxyTargets lists every registered proxy for the link manager.
+func (s *Service) ProxyTargets(ctx context.Context) ([]GatewayTarget, error) {
+	return s.targets(ctx, proxyRegistry)
+}
+
+func (s *Service) targets(ctx context.Context, r registry) ([]GatewayTarget, error) {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM `+r.table+` WHERE revoked_at > 0 AND (revoked_at < $1 OR cert_serial = '')`,
 		time.Now().Add(-RevocationRetention).UnixMilli()); err != nil {
-		return nil, fmt.Errorf("purge revoked gateways: %w", err)
+		return nil, fmt.Errorf("purge revoked %s: %w", r.table, err)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT id, location_id, name, control_address, cert_serial, join_key, join_expires_at, revoked_at FROM gateways ORDER BY id`)
+	loc := "''"
+	if r.scoped {
+		loc = "location_id"
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, `+loc+`, name, control_address, cert_serial, join_key, join_expires_at, revoked_at FROM `+r.table+` ORDER BY id`)
 	if err != nil {
-		return nil, fmt.Errorf("gateway targets: %w", err)
+		return nil, fmt.Errorf("%s targets: %w", r.kind, err)
 	}
 	defer rows.Close()
 	var out []GatewayTarget
@@ -113,7 +150,9 @@ func (s *Service) GatewayTargets(ctx context.Context) ([]GatewayTarget, error) {
 		}
 		t.Revoked = revokedAt > 0
 		if key != "" {
-			fmt.Sscanf(key, "%x", &t.JoinKey)
+			if t.JoinKey, err = hex.DecodeString(key); err != nil {
+				return nil, fmt.Errorf("stored join key of %s %s: %w", r.kind, t.ID, err)
+			}
 		}
 		out = append(out, t)
 	}
@@ -127,75 +166,107 @@ var ErrJoinKeyUsed = errors.New("join token already used, replaced or expired")
 // CompleteAdoption records the certificate issued to a gateway and consumes
 // its join token, atomically: a token adopts at most once.
 func (s *Service) CompleteAdoption(ctx context.Context, a core.Actor, gatewayID string, joinKey []byte, certSerial string) error {
+	return s.completeAdoption(ctx, gatewayRegistry, a, gatewayID, joinKey, certSerial)
+}
+
+// CompleteProxyAdoption is CompleteAdoption for a proxy.
+func (s *Service) CompleteProxyAdoption(ctx context.Context, a core.Actor, proxyID string, joinKey []byte, certSerial string) error {
+	return s.completeAdoption(ctx, proxyRegistry, a, proxyID, joinKey, certSerial)
+}
+
+func (s *Service) completeAdoption(ctx context.Context, r registry, a core.Actor, id string, joinKey []byte, certSerial string) error {
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
 		now := store.Now()
-		res, err := tx.ExecContext(ctx, `UPDATE gateways SET cert_serial = $1, adopted_at = $2, join_key = '', join_expires_at = 0, updated_at = $2
-			WHERE id = $3 AND join_key = $4 AND join_expires_at > $2 AND revoked_at = 0`, certSerial, now, gatewayID, fmt.Sprintf("%x", joinKey))
+		res, err := tx.ExecContext(ctx, `UPDATE `+r.table+` SET cert_serial = $1, adopted_at = $2, join_key = '', join_expires_at = 0, updated_at = $2
+			WHERE id = $3 AND join_key = $4 AND join_expires_at > $2 AND revoked_at = 0`, certSerial, now, id, hex.EncodeToString(joinKey))
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrJoinKeyUsed
 		}
-		return core.Audit(ctx, tx, a, "gateway.adopted", "gateway", gatewayID, map[string]any{"cert_serial": certSerial})
+		return core.Audit(ctx, tx, a, r.kind+".adopted", r.kind, id, map[string]any{"cert_serial": certSerial})
 	})
 }
 
-// LinkEvent is a change of a core replica's link to a gateway.
+// LinkEvent is a change of a core replica's link to a gateway or proxy.
 type LinkEvent struct {
 	GatewayID, CoreID, Version, BootID, Error string
 	Connected                                 bool
 	AppliedRevision                           int64
 }
 
-// RecordLink stores a link state; connect and disconnect are audit events.
+// RecordLink stores a gateway link state; connect and disconnect are audit
+// events.
 func (s *Service) RecordLink(ctx context.Context, a core.Actor, ev LinkEvent, audit bool) error {
+	return s.recordLink(ctx, gatewayRegistry, a, ev, audit)
+}
+
+// RecordProxyLink is RecordLink for a proxy (GatewayID holds the proxy id).
+func (s *Service) RecordProxyLink(ctx context.Context, a core.Actor, ev LinkEvent, audit bool) error {
+	return s.recordLink(ctx, proxyRegistry, a, ev, audit)
+}
+
+func (s *Service) recordLink(ctx context.Context, r registry, a core.Actor, ev LinkEvent, audit bool) error {
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
 		now := store.Now()
-		_, err := tx.ExecContext(ctx, `INSERT INTO gateway_links (gateway_id, core_id, connected, since, version, boot_id, applied_revision, last_contact, last_error)
+		_, err := tx.ExecContext(ctx, `INSERT INTO `+r.linkTable+` (`+r.linkColumn+`, core_id, connected, since, version, boot_id, applied_revision, last_contact, last_error)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $4, $8)
-			ON CONFLICT (gateway_id, core_id) DO UPDATE SET
-			  since = CASE WHEN gateway_links.connected <> excluded.connected THEN excluded.since ELSE gateway_links.since END,
+			ON CONFLICT (`+r.linkColumn+`, core_id) DO UPDATE SET
+			  since = CASE WHEN `+r.linkTable+`.connected <> excluded.connected THEN excluded.since ELSE `+r.linkTable+`.since END,
 			  connected = excluded.connected, version = excluded.version, boot_id = excluded.boot_id,
 			  applied_revision = excluded.applied_revision, last_contact = excluded.last_contact, last_error = excluded.last_error`,
 			ev.GatewayID, ev.CoreID, ev.Connected, now, ev.Version, ev.BootID, ev.AppliedRevision, ev.Error)
 		if store.IsForeignKeyViolation(err) {
-			return nil // the gateway was deleted meanwhile
+			return nil // deleted meanwhile
 		}
 		if err != nil {
-			return fmt.Errorf("record gateway link: %w", err)
+			return fmt.Errorf("record %s link: %w", r.kind, err)
 		}
 		if !audit {
 			return nil
 		}
-		action := "gateway.disconnected"
+		action := r.kind + ".disconnected"
 		if ev.Connected {
-			action = "gateway.connected"
+			action = r.kind + ".connected"
 		}
-		details := map[string]any{"core_id": ev.CoreID, "version": ev.Version, "applied_revision": ev.AppliedRevision}
+		details := map[string]any{"core_id": ev.CoreID, "version": ev.Version}
+		if r.scoped {
+			details["applied_revision"] = ev.AppliedRevision
+		}
 		if ev.Error != "" {
 			details["error"] = ev.Error
 		}
-		return core.Audit(ctx, tx, a, action, "gateway", ev.GatewayID, details)
+		return core.Audit(ctx, tx, a, action, r.kind, ev.GatewayID, details)
 	})
 }
 
-// TouchLink updates the applied revision and last contact of a link.
+// TouchLink updates the applied revision and last contact of a gateway link.
 func (s *Service) TouchLink(ctx context.Context, gatewayID, coreID string, applied int64) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE gateway_links SET applied_revision = $1, last_contact = $2 WHERE gateway_id = $3 AND core_id = $4`,
-		applied, store.Now(), gatewayID, coreID)
+	return s.touchLink(ctx, gatewayRegistry, gatewayID, coreID, applied)
+}
+
+// TouchProxyLink updates the last contact of a proxy link.
+func (s *Service) TouchProxyLink(ctx context.Context, proxyID, coreID string) error {
+	return s.touchLink(ctx, proxyRegistry, proxyID, coreID, 0)
+}
+
+func (s *Service) touchLink(ctx context.Context, r registry, id, coreID string, applied int64) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE `+r.linkTable+` SET applied_revision = $1, last_contact = $2 WHERE `+r.linkColumn+` = $3 AND core_id = $4`,
+		applied, store.Now(), id, coreID)
 	return err
 }
 
-// gatewayStatus merges the links of a gateway.
-func (s *Service) gatewayStatus(ctx context.Context, q store.Querier, c *Component) error {
+// componentStatus merges the links of a gateway or proxy.
+func (s *Service) componentStatus(ctx context.Context, q store.Querier, r registry, c *Component) error {
 	st := &GatewayStatus{Links: []GatewayLink{}}
 	var serial string
-	if err := q.QueryRowContext(ctx, `SELECT cert_serial, adopted_at, join_expires_at FROM gateways WHERE id = $1`, c.ID).Scan(&serial, &st.AdoptedAt, &st.JoinTokenExpiresAt); err != nil {
+	if err := q.QueryRowContext(ctx, `SELECT cert_serial, adopted_at, join_expires_at FROM `+r.table+` WHERE id = $1`, c.ID).Scan(&serial, &st.AdoptedAt, &st.JoinTokenExpiresAt); err != nil {
 		return err
 	}
 	st.Adopted = serial != ""
-	rows, err := q.QueryContext(ctx, `SELECT core_id, connected, since, version, boot_id, applied_revision, last_contact, last_error FROM gateway_links WHERE gateway_id = $1 ORDER BY core_id`, c.ID)
+	rows, err := q.QueryContext(ctx, `SELECT core_id, connected, since, version, boot_id, applied_revision, last_contact, last_error FROM `+r.linkTable+`
+		WHERE `+r.linkColumn+` = $1 ORDER BY core_id`, c.ID)
 	if err != nil {
 		return err
 	}
@@ -205,6 +276,7 @@ func (s *Service) gatewayStatus(ctx context.Context, q store.Querier, c *Compone
 		if err := rows.Scan(&l.CoreID, &l.Connected, &l.Since, &l.Version, &l.BootID, &l.AppliedRevision, &l.LastContact, &l.LastError); err != nil {
 			return err
 		}
+		l.Connected = LinkFresh(l.Connected, l.LastContact, time.Now())
 		st.Links = append(st.Links, l)
 		if l.Connected && (!st.Connected || l.Since < st.ConnectedSince) {
 			st.ConnectedSince = l.Since
@@ -219,7 +291,7 @@ func (s *Service) gatewayStatus(ctx context.Context, q store.Querier, c *Compone
 		}
 	}
 	if !st.Connected && len(st.Links) > 0 {
-		// "since" for a disconnected gateway is when the last link dropped.
+		// "since" for a disconnected component is when the last link dropped.
 		for _, l := range st.Links {
 			st.ConnectedSince = max(st.ConnectedSince, l.Since)
 		}
@@ -231,8 +303,17 @@ func (s *Service) gatewayStatus(ctx context.Context, q store.Querier, c *Compone
 // RecordLinkError notes why a replica cannot reach a gateway, without an
 // audit entry (retries would flood the log) and without changing "since".
 func (s *Service) RecordLinkError(ctx context.Context, ev LinkEvent) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO gateway_links (gateway_id, core_id, connected, since, last_error) VALUES ($1, $2, FALSE, $3, $4)
-		ON CONFLICT (gateway_id, core_id) DO UPDATE SET last_error = excluded.last_error`, ev.GatewayID, ev.CoreID, store.Now(), ev.Error)
+	return s.recordLinkError(ctx, gatewayRegistry, ev)
+}
+
+// RecordProxyLinkError is RecordLinkError for a proxy.
+func (s *Service) RecordProxyLinkError(ctx context.Context, ev LinkEvent) error {
+	return s.recordLinkError(ctx, proxyRegistry, ev)
+}
+
+func (s *Service) recordLinkError(ctx context.Context, r registry, ev LinkEvent) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO `+r.linkTable+` (`+r.linkColumn+`, core_id, connected, since, last_error) VALUES ($1, $2, FALSE, $3, $4)
+		ON CONFLICT (`+r.linkColumn+`, core_id) DO UPDATE SET last_error = excluded.last_error`, ev.GatewayID, ev.CoreID, store.Now(), ev.Error)
 	if store.IsForeignKeyViolation(err) {
 		return nil
 	}
@@ -242,14 +323,23 @@ func (s *Service) RecordLinkError(ctx context.Context, ev LinkEvent) error {
 // ForgetGateway removes a revoked gateway's tombstone once the gateway has
 // been told.
 func (s *Service) ForgetGateway(ctx context.Context, a core.Actor, gatewayID string) error {
+	return s.forget(ctx, gatewayRegistry, a, gatewayID)
+}
+
+// ForgetProxy is ForgetGateway for a proxy.
+func (s *Service) ForgetProxy(ctx context.Context, a core.Actor, proxyID string) error {
+	return s.forget(ctx, proxyRegistry, a, proxyID)
+}
+
+func (s *Service) forget(ctx context.Context, r registry, a core.Actor, id string) error {
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM gateways WHERE id = $1 AND revoked_at > 0`, gatewayID)
+		res, err := tx.ExecContext(ctx, `DELETE FROM `+r.table+` WHERE id = $1 AND revoked_at > 0`, id)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return nil
 		}
-		return core.Audit(ctx, tx, a, "gateway.revocation_delivered", "gateway", gatewayID, nil)
+		return core.Audit(ctx, tx, a, r.kind+".revocation_delivered", r.kind, id, nil)
 	})
 }

@@ -20,7 +20,7 @@ type Component struct {
 	ControlAddress string `json:"control_address"`
 	CreatedAt      int64  `json:"created_at"`
 	UpdatedAt      int64  `json:"updated_at"`
-	// Status is set for gateways.
+	// Status is the control link state.
 	Status *GatewayStatus `json:"status,omitempty"`
 }
 
@@ -57,20 +57,21 @@ func (in ComponentInput) apply(c *Component) error {
 
 // registry is the table-specific part of gateway and proxy management.
 type registry struct {
-	table, kind string // "gateways"/"gateway"
-	scoped      bool   // rows belong to a location
+	table, kind           string // "gateways"/"gateway"
+	linkTable, linkColumn string // per core replica link state
+	scoped                bool   // rows belong to a location
 }
 
 var (
-	gatewayRegistry = registry{table: "gateways", kind: "gateway", scoped: true}
-	proxyRegistry   = registry{table: "proxies", kind: "proxy"}
+	gatewayRegistry = registry{table: "gateways", kind: "gateway", linkTable: "gateway_links", linkColumn: "gateway_id", scoped: true}
+	proxyRegistry   = registry{table: "proxies", kind: "proxy", linkTable: "proxy_links", linkColumn: "proxy_id"}
 )
 
 func (r registry) scope(locationID string) (string, []any) {
 	if r.scoped {
 		return " AND location_id = $2 AND revoked_at = 0", []any{locationID}
 	}
-	return "", nil
+	return " AND revoked_at = 0", nil
 }
 
 func (s *Service) createComponent(ctx context.Context, a core.Actor, r registry, locationID string, in ComponentInput, joinKey string, joinExpires int64) (Component, error) {
@@ -91,8 +92,8 @@ func (s *Service) createComponent(ctx context.Context, a core.Actor, r registry,
 			_, err = tx.ExecContext(ctx, `INSERT INTO gateways (id, location_id, name, control_address, join_key, join_expires_at, created_at, updated_at)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $7)`, c.ID, locationID, c.Name, c.ControlAddress, joinKey, joinExpires, now)
 		} else {
-			_, err = tx.ExecContext(ctx, `INSERT INTO proxies (id, name, control_address, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)`,
-				c.ID, c.Name, c.ControlAddress, now)
+			_, err = tx.ExecContext(ctx, `INSERT INTO proxies (id, name, control_address, join_key, join_expires_at, created_at, updated_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $6)`, c.ID, c.Name, c.ControlAddress, joinKey, joinExpires, now)
 		}
 		if store.IsUniqueViolation(err) {
 			return core.Conflict("duplicate_name", "name", "a %s with this name already exists", r.kind)
@@ -123,10 +124,8 @@ func (s *Service) getComponent(ctx context.Context, q store.Querier, r registry,
 	if err != nil {
 		return Component{}, fmt.Errorf("get %s: %w", r.kind, err)
 	}
-	if r.scoped {
-		if err := s.gatewayStatus(ctx, q, &c); err != nil {
-			return Component{}, err
-		}
+	if err := s.componentStatus(ctx, q, r, &c); err != nil {
+		return Component{}, err
 	}
 	return c, nil
 }
@@ -141,7 +140,7 @@ func (s *Service) listComponents(ctx context.Context, a core.Actor, r registry, 
 		}
 	}
 	cols := "id, '', name, control_address, created_at, updated_at"
-	where, args := "", []any{}
+	where, args := " WHERE revoked_at = 0", []any{}
 	if r.scoped {
 		cols = "id, location_id, name, control_address, created_at, updated_at"
 		where, args = " WHERE location_id = $1 AND revoked_at = 0", []any{locationID}
@@ -168,11 +167,9 @@ func (s *Service) listComponents(ctx context.Context, a core.Actor, r registry, 
 		return nil, 0, err
 	}
 	rows.Close()
-	if r.scoped {
-		for i := range out {
-			if err := s.gatewayStatus(ctx, s.db, &out[i]); err != nil {
-				return nil, 0, err
-			}
+	for i := range out {
+		if err := s.componentStatus(ctx, s.db, r, &out[i]); err != nil {
+			return nil, 0, err
 		}
 	}
 	return out, total, nil
@@ -214,15 +211,11 @@ func (s *Service) deleteComponent(ctx context.Context, a core.Actor, r registry,
 		if err != nil {
 			return err
 		}
-		if r.scoped {
-			// Keep a tombstone until a core replica has delivered the
-			// revocation; the name is freed for a new registration.
-			now := store.Now()
-			if _, err := tx.ExecContext(ctx, `UPDATE gateways SET revoked_at = $1, updated_at = $1, join_key = '', join_expires_at = 0,
-				name = name || ' (deleted ' || id || ')' WHERE id = $2`, now, id); err != nil {
-				return err
-			}
-		} else if _, err := tx.ExecContext(ctx, `DELETE FROM `+r.table+` WHERE id = $1`, id); err != nil {
+		// Keep a tombstone until a core replica has delivered the
+		// revocation; the name is freed for a new registration.
+		now := store.Now()
+		if _, err := tx.ExecContext(ctx, `UPDATE `+r.table+` SET revoked_at = $1, updated_at = $1, join_key = '', join_expires_at = 0,
+			name = name || ' (deleted ' || id || ')' WHERE id = $2`, now, id); err != nil {
 			return err
 		}
 		return core.Audit(ctx, tx, a, r.kind+".delete", r.kind, id, map[string]any{"name": c.Name})
@@ -258,8 +251,14 @@ func (s *Service) DeleteGateway(ctx context.Context, a core.Actor, locationID, i
 
 // Proxy registry.
 
-func (s *Service) CreateProxy(ctx context.Context, a core.Actor, in ComponentInput) (Component, error) {
-	return s.createComponent(ctx, a, proxyRegistry, "", in, "", 0)
+// CreateProxy registers a proxy and returns its one-time join token.
+func (s *Service) CreateProxy(ctx context.Context, a core.Actor, in ComponentInput) (CreatedGateway, error) {
+	tok, key := newJoinToken(DefaultJoinTokenTTL)
+	c, err := s.createComponent(ctx, a, proxyRegistry, "", in, key, tok.ExpiresAt)
+	if err != nil {
+		return CreatedGateway{}, err
+	}
+	return CreatedGateway{Component: c, JoinToken: tok}, nil
 }
 func (s *Service) GetProxy(ctx context.Context, a core.Actor, id string) (Component, error) {
 	if err := requireAdmin(a, "read proxies"); err != nil {

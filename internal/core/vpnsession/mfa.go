@@ -130,8 +130,6 @@ func (s *Service) Start(ctx context.Context, locationID, devicePublicKey, method
 			map[string]any{"location_id": locationID, "method": method, "challenge_id": id})
 	})
 	if err != nil {
-		// A refused start is audited: keep that entry even though the
-		// transaction that wrote it must not create a challenge.
 		if e, ok := core.AsError(err); ok && e.Code == CodeTooManyAttempts {
 			s.auditStart(ctx, t, method, "vpn_mfa.start_refused", map[string]any{"reason": e.Code})
 		}
@@ -142,12 +140,14 @@ func (s *Service) Start(ctx context.Context, locationID, devicePublicKey, method
 			DeviceName: t.deviceName, Code: code, ExpiresAt: time.UnixMilli(ch.ExpiresAt)}
 		if err := s.opts.Mailer.SendVPNCode(ctx, mail); err != nil {
 			s.log.Warn("cannot send VPN MFA code", "user", t.username, "err", err)
-			// The code never arrived: the challenge must not stay usable.
-			cerr := s.db.Tx(context.WithoutCancel(ctx), func(tx *sql.Tx) error {
-				if _, err := tx.ExecContext(ctx, `DELETE FROM vpn_mfa_challenges WHERE id = $1`, id); err != nil {
+			// The code never arrived: the challenge must not stay usable
+			// (it still counts towards the start limit).
+			cctx := context.WithoutCancel(ctx)
+			cerr := s.db.Tx(cctx, func(tx *sql.Tx) error {
+				if _, err := tx.ExecContext(cctx, `UPDATE vpn_mfa_challenges SET attempts = $2 WHERE id = $1`, id, s.opts.MaxAttempts); err != nil {
 					return err
 				}
-				return core.Audit(ctx, tx, t.actor(), "vpn_mfa.email_failed", "device", t.deviceID,
+				return core.Audit(cctx, tx, t.actor(), "vpn_mfa.email_failed", "device", t.deviceID,
 					map[string]any{"location_id": locationID, "challenge_id": id})
 			})
 			return Challenge{}, errors.Join(domainError(core.KindUnavailable, CodeEmailNotSent, "the e-mail code could not be sent; try again later"), cerr)
@@ -160,7 +160,7 @@ func (s *Service) methodConfigured(ctx context.Context, t target, method string)
 	switch method {
 	case MethodTOTP:
 		if c, ok := s.opts.Verifier.(totpConfigured); ok {
-			enabled, err := c.TOTPEnabled(ctx, t.userID)
+			enabled, err := c.HasTOTP(ctx, t.userID)
 			if err != nil {
 				return err
 			}
@@ -277,16 +277,7 @@ func (s *Service) Finish(ctx context.Context, token, code string) (Session, erro
 	if err := s.verify(ctx, c, strings.TrimSpace(code)); err != nil {
 		remaining := s.opts.MaxAttempts - c.attempts
 		s.auditChallenge(ctx, c, "vpn_mfa.failed", map[string]any{"attempt": c.attempts, "remaining": remaining})
-		if e, ok := core.AsError(err); ok && (e.Kind == core.KindUnavailable || e.Kind == core.KindTooManyAttempts) {
-			return Session{}, err
-		}
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return Session{}, err
-		}
-		if remaining <= 0 {
-			return Session{}, &core.Error{Kind: core.KindTooManyAttempts, Code: CodeTooManyAttempts, Message: "wrong code; too many wrong codes for this MFA login, start again"}
-		}
-		return Session{}, domainError(core.KindUnauthenticated, CodeInvalidCode, "wrong code; %d attempts left", remaining)
+		return Session{}, wrongCode(err, remaining)
 	}
 
 	sess, err := s.authorize(ctx, c)
@@ -309,6 +300,25 @@ func (s *Service) Finish(ctx context.Context, token, code string) (Session, erro
 		return sess, err
 	}
 	return sess, nil
+}
+
+// wrongCode is the error for a code that was not accepted.
+func wrongCode(err error, remaining int) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	e, ok := core.AsError(err)
+	if ok && (e.Kind == core.KindUnavailable || e.Kind == core.KindTooManyAttempts) {
+		return err
+	}
+	if remaining <= 0 {
+		return &core.Error{Kind: core.KindTooManyAttempts, Code: CodeTooManyAttempts, Message: "code not accepted; too many attempts for this MFA login, start again"}
+	}
+	if ok {
+		// Keep the verifier's reason (e.g. a reused code), with the count.
+		return &core.Error{Kind: e.Kind, Code: e.Code, Field: e.Field, Message: fmt.Sprintf("%s; %d attempts left", e.Message, remaining)}
+	}
+	return core.Invalid(CodeInvalidCode, "code", "wrong code; %d attempts left", remaining)
 }
 
 // refuseRaced explains why reserving an attempt failed: the challenge
@@ -453,9 +463,11 @@ type gatewayState struct {
 }
 
 func (s *Service) gateways(ctx context.Context, locationID string) ([]gatewayState, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT g.id, g.name, MAX(l.applied_revision), MAX(CASE WHEN l.connected THEN 1 ELSE 0 END)
+	// A link whose replica stopped refreshing it (killed) is not waited for.
+	fresh := time.Now().Add(-vpn.LinkStaleAfter).UnixMilli()
+	rows, err := s.db.QueryContext(ctx, `SELECT g.id, g.name, MAX(l.applied_revision), MAX(CASE WHEN l.connected AND l.last_contact > $2 THEN 1 ELSE 0 END)
 		FROM gateways g JOIN gateway_links l ON l.gateway_id = g.id
-		WHERE g.location_id = $1 AND g.revoked_at = 0 GROUP BY g.id, g.name ORDER BY g.name, g.id`, locationID)
+		WHERE g.location_id = $1 AND g.revoked_at = 0 GROUP BY g.id, g.name ORDER BY g.name, g.id`, locationID, fresh)
 	if err != nil {
 		return nil, fmt.Errorf("gateway links: %w", err)
 	}

@@ -80,20 +80,21 @@ const (
 
 // CodeVerifier checks a user's TOTP code. It returns nil when the code is
 // valid and has not been used before (the implementation keeps replay
-// protection); any error means the code is not accepted. An error of kind
-// core.KindUnavailable or core.KindTooManyAttempts, or a context error, is
-// returned to the caller as is; every other error is reported as a wrong
-// code. Either way the attempt counts against the challenge.
+// protection, in the database); any error means the code is not accepted,
+// and the attempt counts against the challenge either way. Domain errors
+// (*core.Error) reach the caller with their code (e.g. a replayed code, a
+// lockout); any other error is reported as a wrong code, except context
+// errors.
 //
-// An implementation may also offer TOTPEnabled(ctx, userID) (bool, error):
-// then Start refuses method totp for users without TOTP.
+// An implementation may also offer HasTOTP(ctx, userID) (bool, error) (as
+// core/mfa does): then Start refuses method totp for users without TOTP.
 type CodeVerifier interface {
 	VerifyTOTP(ctx context.Context, userID, code string) error
 }
 
 // totpConfigured is the optional extension of CodeVerifier.
 type totpConfigured interface {
-	TOTPEnabled(ctx context.Context, userID string) (bool, error)
+	HasTOTP(ctx context.Context, userID string) (bool, error)
 }
 
 // CodeMail is an e-mail MFA code to deliver.

@@ -67,21 +67,23 @@ func (s *Service) Sweep(ctx context.Context, now time.Time) (SweepResult, error)
 			return res, err
 		}
 		cutoff := nowMs - int64(threshold)*1000
+		seen := a.handshake >= a.createdAt // a handshake of this session, not an older one of the key
+		alive := a.handshake >= cutoff
 		switch {
 		case mode != vpn.MFAInternal:
 			a.reason = ReasonMFADisabled
 		case access == 0:
 			a.reason = ReasonAccessRevoked
-		case a.handshake >= a.createdAt && a.handshake >= cutoff:
-			if a.state != StateNew {
-				continue // connected and alive
-			}
-		case a.handshake >= a.createdAt || a.state == StateConnected:
-			a.reason = ReasonInactive
-		case a.createdAt < cutoff:
+		case a.state == StateNew && seen && alive:
+			// connect
+		case a.state == StateNew && seen:
+			a.reason = ReasonInactive // connected, then went quiet before a sweep saw it
+		case a.state == StateNew && a.createdAt < cutoff:
 			a.reason = ReasonNeverConnected
+		case a.state == StateConnected && !alive:
+			a.reason = ReasonInactive
 		default:
-			continue // new, still within its time to connect
+			continue // alive, or new and still within its time to connect
 		}
 		if byLocation[loc] == nil {
 			order = append(order, loc)

@@ -32,12 +32,15 @@ type PeerConfig struct {
 	PresharedKey string // base64, empty for none
 	AllowedIPs   []netip.Prefix
 	Keepalive    int
+	// Endpoint is where to reach the peer ("host:port"); empty leaves it to
+	// roaming (gateways learn client endpoints from their packets). Read
+	// back, it is the endpoint the device currently uses.
+	Endpoint string
 }
 
 // PeerState is a peer as the device reports it.
 type PeerState struct {
 	PeerConfig
-	Endpoint      string
 	LastHandshake time.Time
 	RxBytes       uint64
 	TxBytes       uint64

@@ -81,6 +81,13 @@ func (k *Kernel) Apply(set []PeerConfig, remove []string) error {
 			}
 		}
 		pc.PresharedKey = &psk
+		if p.Endpoint != "" {
+			addr, err := net.ResolveUDPAddr("udp", p.Endpoint)
+			if err != nil {
+				return fmt.Errorf("peer endpoint %q: %w", p.Endpoint, err)
+			}
+			pc.Endpoint = addr
+		}
 		for _, ip := range p.AllowedIPs {
 			pc.AllowedIPs = append(pc.AllowedIPs, net.IPNet{IP: ip.Addr().AsSlice(), Mask: net.CIDRMask(ip.Bits(), ip.Addr().BitLen())})
 		}

@@ -134,6 +134,9 @@ func (u *Userspace) Apply(set []PeerConfig, remove []string) error {
 			}
 		}
 		fmt.Fprintf(&b, "public_key=%s\npreshared_key=%s\npersistent_keepalive_interval=%d\nreplace_allowed_ips=true\n", h, psk, p.Keepalive)
+		if p.Endpoint != "" {
+			fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint)
+		}
 		for _, ip := range p.AllowedIPs {
 			fmt.Fprintf(&b, "allowed_ip=%s\n", ip)
 		}

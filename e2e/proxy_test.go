@@ -6,11 +6,9 @@ package e2e
 // the operator (API), the Internet client (public port) and the monitoring
 // (health port).
 //
-// Core's public handler is still a stub that answers every path with a JSON
-// 404 {"error":{"code":"not_found"}}; the tests take that answer as "core
-// answered through the relay", which no proxy-made answer (503, 429, 413,
-// 504) looks like. Once real onboarding endpoints land, relayedByCore is the
-// one place to adapt.
+// Core's public handler (internal/public) sets a strict
+// Content-Security-Policy on every answer; no proxy-made answer (503, 429,
+// 413, 504) carries it, so it tells that core answered through the relay.
 
 import (
 	"bytes"
@@ -166,11 +164,10 @@ func (r publicResult) String() string {
 	return fmt.Sprintf("%d %s after %v", r.status, bytes.TrimSpace(r.body), ms(r.elapsed))
 }
 
-// relayedByCore: the answer came from core's public handler (today's stub:
-// 404 not_found), not from the proxy itself.
+// relayedByCore: the answer came from core's public handler, not from the
+// proxy itself.
 func (r publicResult) relayedByCore() bool {
-	return r.err == nil && r.status == http.StatusNotFound && r.code() == "not_found" &&
-		strings.HasPrefix(r.header.Get("Content-Type"), "application/json")
+	return r.err == nil && strings.Contains(r.header.Get("Content-Security-Policy"), "default-src 'none'") && r.status < 500
 }
 
 func (n *proxyNode) public(method, path string, body []byte, header http.Header) publicResult {
@@ -463,7 +460,7 @@ func requireCoreUnavailable(t *testing.T, n *proxyNode, what string) publicResul
 func requireRelayed(t *testing.T, r publicResult, what string) {
 	t.Helper()
 	if !r.relayedByCore() {
-		t.Fatalf("%s: %v, want core's answer through the relay (404 JSON not_found)", what, r)
+		t.Fatalf("%s: %v, want core's public handler's answer through the relay", what, r)
 	}
 }
 
@@ -510,6 +507,9 @@ func TestProxyAdoptionAndRelay(t *testing.T) {
 		for _, path := range []string{"/", "/any/path", "/enroll/start?token=x", "/api/v1/users"} {
 			r := e.proxy.get(path)
 			requireRelayed(t, r, "GET "+path)
+			if path == "/api/v1/users" && r.status != http.StatusNotFound {
+				t.Errorf("GET %s through the proxy = %d, want 404: the admin API must not be reachable", path, r.status)
+			}
 			lat = append(lat, r.elapsed)
 		}
 		r := e.proxy.public("POST", "/any/path", []byte(`{"hello":"core"}`), http.Header{"Content-Type": {"application/json"}})

@@ -1140,6 +1140,12 @@ func TestOpenAPIHappyPathsMatchLiveServer(t *testing.T) {
 	call(admin, "GET /api/v1/proxies", "/api/v1/proxies", nil, 200)
 	call(admin, "GET /api/v1/proxies/{id}", pxPath, nil, 200)
 	call(admin, "PATCH /api/v1/proxies/{id}", pxPath, map[string]any{"name": "px-1"}, 200)
+	if oapiStr(px, "join_token") == "" {
+		t.Errorf("a new proxy should come with its join token: %v", px)
+	}
+	if jt := call(admin, "POST /api/v1/proxies/{id}/join-token", pxPath+"/join-token", nil, 201); oapiStr(jt, "join_token") == "" {
+		t.Errorf("proxy join token: %v", jt)
+	}
 	call(admin, "DELETE /api/v1/proxies/{id}", pxPath, nil, 204)
 
 	call(admin, "GET /api/v1/settings", "/api/v1/settings", nil, 200)

@@ -19,12 +19,17 @@ import (
 
 	"github.com/wardvpn/ward/internal/api"
 	"github.com/wardvpn/ward/internal/core"
+	"github.com/wardvpn/ward/internal/core/enroll"
 	"github.com/wardvpn/ward/internal/core/identity"
+	"github.com/wardvpn/ward/internal/core/mfa"
 	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/core/vpnsession"
 	"github.com/wardvpn/ward/internal/gwlink"
+	"github.com/wardvpn/ward/internal/mail"
 	"github.com/wardvpn/ward/internal/pki"
 	"github.com/wardvpn/ward/internal/proxylink"
+	"github.com/wardvpn/ward/internal/public"
 	"github.com/wardvpn/ward/internal/store"
 )
 
@@ -43,6 +48,8 @@ type App struct {
 	API      *api.Server
 	Gateways *gwlink.Manager
 	Proxies  *proxylink.Manager
+	Enroll   *enroll.Service
+	Sessions *vpnsession.Service
 	CoreID   string
 }
 
@@ -72,7 +79,11 @@ func Open(ctx context.Context, cfg Config, version string, log *slog.Logger, std
 	vpnSvc := vpn.New(db, log)
 	ident := identity.New(db, inst, identity.DefaultPasswordParams, vpnSvc, log)
 	statsSvc := stats.New(db)
-	app := &App{cfg: cfg, log: log, DB: db, Identity: ident, VPN: vpnSvc, Stats: statsSvc}
+	mailer := mail.New(db, log)
+	mfaSvc := mfa.New(db, inst, log)
+	enrollSvc := enroll.New(db, inst, vpnSvc, mfaSvc, enroll.Options{PasswordParams: identity.DefaultPasswordParams, Mail: mailer, Log: log})
+	sessions := vpnsession.New(db, vpnSvc, inst, vpnsession.Options{Verifier: mfaSvc, Mailer: mail.VPNCodes{Sender: mailer}, Log: log})
+	app := &App{cfg: cfg, log: log, DB: db, Identity: ident, VPN: vpnSvc, Stats: statsSvc, Enroll: enrollSvc, Sessions: sessions}
 	if err := app.bootstrapAdmin(ctx, stdout); err != nil {
 		db.Close()
 		return nil, err
@@ -96,11 +107,12 @@ func Open(ctx context.Context, cfg Config, version string, log *slog.Logger, std
 		db.Close()
 		return nil, err
 	}
-	app.Proxies = proxylink.New(vpnSvc, ca, coreCert, app.CoreID, publicHandler(), log)
+	app.Proxies = proxylink.New(vpnSvc, ca, coreCert, app.CoreID, public.New(enrollSvc, public.Options{Log: log, Sessions: sessions}), log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(app.Gateways.Collectors()...)
-	app.API = api.New(db, ident, vpnSvc, api.Options{SecureCookies: cfg.SecureCookies(), Registry: reg, Log: log, Stats: statsSvc})
+	app.API = api.New(db, ident, vpnSvc, api.Options{SecureCookies: cfg.SecureCookies(), Registry: reg, Log: log, Stats: statsSvc,
+		MFA: mfaSvc, Enroll: enrollSvc, Mail: mailer})
 	return app, nil
 }
 
@@ -164,10 +176,14 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	go func() {
 		defer close(linksDone)
 		var wg sync.WaitGroup
-		wg.Add(2)
+		wg.Add(3)
 		go func() { defer wg.Done(); a.Gateways.Run(linkCtx) }()
 		go func() { defer wg.Done(); a.Proxies.Run(linkCtx) }()
+		// The disconnect-threshold sweep. Every replica runs it; each
+		// transition is a conditional update, so doing it twice is harmless.
+		go func() { defer wg.Done(); a.Sessions.RunSweeper(linkCtx, a.cfg.SweepInterval) }()
 		wg.Wait()
+		a.Enroll.WaitMail()
 	}()
 	defer func() {
 		stopLinks()
@@ -205,14 +221,4 @@ func Run(ctx context.Context, cfg Config, version string, stdout, stderr io.Writ
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	return app.Serve(ctx, ln)
-}
-
-// publicHandler answers the requests proxies relay. Until the onboarding
-// endpoints land, every path is a JSON 404.
-func publicHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		_, _ = w.Write([]byte(`{"error":{"code":"not_found","message":"no such public endpoint"}}` + "\n"))
-	})
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/caarlos0/env/v11"
 
@@ -28,6 +29,9 @@ type Config struct {
 	// AdminPassword is only read from the environment: a command line is
 	// visible to every local user.
 	AdminPassword string `env:"WARD_ADMIN_PASSWORD"`
+	// SweepInterval is how often VPN sessions are checked against their
+	// location's disconnect threshold.
+	SweepInterval time.Duration `env:"WARD_SWEEP_INTERVAL" envDefault:"10s"`
 	// LinkOptions tune the gateway links (tests shorten them).
 	LinkOptions gwlink.Options `env:"-"`
 }
@@ -58,6 +62,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PublicURL, "public-url", c.PublicURL, "URL users reach core at; https:// makes cookies Secure (WARD_PUBLIC_URL)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (WARD_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (WARD_LOG_FORMAT)")
+	fs.DurationVar(&c.SweepInterval, "sweep-interval", c.SweepInterval, "how often VPN MFA sessions are checked against the disconnect threshold (WARD_SWEEP_INTERVAL)")
 }
 
 // Validate checks values that would otherwise fail late.
@@ -65,6 +70,9 @@ func (c Config) Validate() error {
 	u, err := url.Parse(c.PublicURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--public-url %q must be an http:// or https:// URL", c.PublicURL)
+	}
+	if c.SweepInterval < 100*time.Millisecond || c.SweepInterval > time.Hour {
+		return fmt.Errorf("--sweep-interval must be between 100ms and 1h")
 	}
 	return logging.Validate(c.LogLevel, c.LogFormat)
 }

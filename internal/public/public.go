@@ -1,7 +1,7 @@
 // Package public is the HTTP handler for everything the public proxies relay
 // to core: enrollment, password reset and client config sync, as a JSON API
 // under /api/v1/public/ and as plain server-rendered HTML pages (/enroll/,
-// /reset/) that work without JavaScript.
+// /reset/) that work without JavaScript; and VPN MFA for `ward client`.
 //
 // Core answers these requests over the streams it opened to the proxies; the
 // handler is never exposed directly. The proxy is trusted: the client
@@ -24,6 +24,7 @@ import (
 	"github.com/wardvpn/ward/internal/api"
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/core/enroll"
+	"github.com/wardvpn/ward/internal/core/vpnsession"
 )
 
 // Prefix is where the JSON API lives.
@@ -32,13 +33,16 @@ const Prefix = "/api/v1/public"
 // Options configure the handler.
 type Options struct {
 	Log *slog.Logger
+	// Sessions serves VPN MFA; nil answers its endpoints with 503.
+	Sessions *vpnsession.Service
 }
 
 // Handler serves the public API and pages.
 type Handler struct {
-	enroll *enroll.Service
-	log    *slog.Logger
-	mux    *http.ServeMux
+	enroll   *enroll.Service
+	sessions *vpnsession.Service
+	log      *slog.Logger
+	mux      *http.ServeMux
 }
 
 // New builds the handler on the onboarding service.
@@ -46,7 +50,7 @@ func New(enrollSvc *enroll.Service, opts Options) *Handler {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{enroll: enrollSvc, log: opts.Log, mux: http.NewServeMux()}
+	h := &Handler{enroll: enrollSvc, sessions: opts.Sessions, log: opts.Log, mux: http.NewServeMux()}
 	j := func(pattern string, fn func(w http.ResponseWriter, r *http.Request, ip string) error) {
 		h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if err := fn(w, r, ClientIP(r)); err != nil {
@@ -64,6 +68,8 @@ func New(enrollSvc *enroll.Service, opts Options) *Handler {
 	j("GET "+Prefix+"/password-reset/{token}", h.resetInfo)
 	j("POST "+Prefix+"/password-reset/{token}", h.resetComplete)
 	j("POST "+Prefix+"/client/sync", h.clientSync)
+	j("POST "+Prefix+"/vpn-mfa/start", h.vpnMFAStart)
+	j("POST "+Prefix+"/vpn-mfa/finish", h.vpnMFAFinish)
 	j(Prefix+"/", func(w http.ResponseWriter, r *http.Request, _ string) error {
 		return &core.Error{Kind: core.KindNotFound, Code: "not_found", Message: "no such endpoint: " + r.Method + " " + patternPath(r)}
 	})

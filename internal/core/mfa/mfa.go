@@ -353,7 +353,10 @@ func (s *Service) Status(ctx context.Context, userID string) (Status, error) {
 // accepted once: the same code, or one of an earlier time step, is refused
 // afterwards on every replica. Failures count towards the lockout.
 func (s *Service) VerifyTOTP(ctx context.Context, userID, code string) error {
-	return s.verify(ctx, core.Actor{UserID: userID}, userID, code, false)
+	a := core.Actor{UserID: userID}
+	// For the audit entry of a failure; a missing user fails below anyway.
+	_ = s.db.QueryRowContext(ctx, `SELECT username FROM users WHERE id = $1`, userID).Scan(&a.Username)
+	return s.verify(ctx, a, userID, code, false)
 }
 
 // Verify checks a TOTP code or, failing that, consumes a recovery code.

@@ -9,12 +9,12 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/linkset"
 	"github.com/wardvpn/ward/internal/pki"
 )
 
@@ -56,11 +56,8 @@ type Manager struct {
 	cert    tls.Certificate
 	log     *slog.Logger
 	opts    Options
-
 	metrics *metrics
-
-	mu      sync.Mutex
-	workers map[string]*worker
+	set     *linkset.Set
 }
 
 // New builds a manager; it issues this replica's client certificate.
@@ -70,81 +67,28 @@ func New(vpnSvc *vpn.Service, statsSvc *stats.Service, ca *pki.CA, coreID, versi
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{vpn: vpnSvc, stats: statsSvc, ca: ca, coreID: coreID, version: version, cert: cert,
-		log: log.With("component", "gwlink"), opts: opts, workers: map[string]*worker{}, metrics: newMetrics()}, nil
+	m := &Manager{vpn: vpnSvc, stats: statsSvc, ca: ca, coreID: coreID, version: version, cert: cert,
+		log: log.With("component", "gwlink"), opts: opts, metrics: newMetrics()}
+	m.set = &linkset.Set{List: vpnSvc.GatewayTargets, Every: opts.Reconcile, Log: m.log,
+		Spawn: func(t vpn.GatewayTarget) linkset.Worker {
+			return &worker{m: m, log: m.log.With("gateway_id", t.ID, "gateway", t.Name)}
+		},
+		Removed: func(id string) {
+			m.metrics.linkUp.DeleteLabelValues(id)
+			m.metrics.applied.DeleteLabelValues(id)
+			m.metrics.attempts.DeleteLabelValues(id)
+		}}
+	return m, nil
 }
 
 func (m *Manager) actor() core.Actor { return core.SystemActor("core " + m.coreID) }
 
-// Run reconciles workers with the registry until ctx ends, then stops them
-// and waits for them.
-func (m *Manager) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	t := time.NewTicker(m.opts.Reconcile)
-	defer t.Stop()
-	for {
-		m.reconcile(ctx, &wg)
-		select {
-		case <-ctx.Done():
-			m.mu.Lock()
-			for _, w := range m.workers {
-				w.cancel()
-			}
-			m.mu.Unlock()
-			wg.Wait()
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (m *Manager) reconcile(ctx context.Context, wg *sync.WaitGroup) {
-	targets, err := m.vpn.GatewayTargets(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			m.log.Warn("cannot read the gateway registry", "err", err)
-		}
-		return
-	}
-	seen := map[string]bool{}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, t := range targets {
-		seen[t.ID] = true
-		if w, ok := m.workers[t.ID]; ok {
-			w.update(t)
-			continue
-		}
-		wctx, cancel := context.WithCancel(ctx)
-		w := &worker{m: m, cancel: cancel, log: m.log.With("gateway_id", t.ID, "gateway", t.Name)}
-		w.update(t)
-		m.workers[t.ID] = w
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.run(wctx)
-		}()
-	}
-	for id, w := range m.workers {
-		if !seen[id] {
-			// Gone from the registry (revocation delivered, tombstone
-			// expired, or its location deleted): stop.
-			w.cancel()
-			delete(m.workers, id)
-			m.metrics.linkUp.DeleteLabelValues(id)
-			m.metrics.applied.DeleteLabelValues(id)
-			m.metrics.attempts.DeleteLabelValues(id)
-		}
-	}
-}
+// Run keeps one worker per registered gateway until ctx ends.
+func (m *Manager) Run(ctx context.Context) { m.set.Run(ctx) }
 
 // Kick makes every worker retry now (tests, and after registry changes).
 func (m *Manager) Kick() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, w := range m.workers {
-		w.kick()
-	}
+	m.set.Each(func(w linkset.Worker) { w.(*worker).kick() })
 }
 
 func jitter(d time.Duration) time.Duration {

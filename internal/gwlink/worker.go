@@ -20,9 +20,8 @@ import (
 
 // worker keeps one gateway connected.
 type worker struct {
-	m      *Manager
-	cancel context.CancelFunc
-	log    *slog.Logger
+	m   *Manager
+	log *slog.Logger
 
 	mu      sync.Mutex
 	target  vpn.GatewayTarget
@@ -30,7 +29,8 @@ type worker struct {
 	revoked chan struct{}
 }
 
-func (w *worker) update(t vpn.GatewayTarget) {
+// Update implements linkset.Worker.
+func (w *worker) Update(t vpn.GatewayTarget) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.wake == nil {
@@ -64,7 +64,8 @@ func (w *worker) current() vpn.GatewayTarget {
 // errRevocationDelivered ends a session whose gateway was told it is revoked.
 var errRevocationDelivered = errors.New("revocation delivered to the gateway")
 
-func (w *worker) run(ctx context.Context) {
+// Run implements linkset.Worker.
+func (w *worker) Run(ctx context.Context) {
 	backoff := 250 * time.Millisecond
 	for ctx.Err() == nil {
 		t := w.current()

@@ -22,103 +22,50 @@ import (
 	"github.com/wardvpn/ward/internal/adoption"
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/linkset"
 	"github.com/wardvpn/ward/internal/pki"
 	pb "github.com/wardvpn/ward/internal/rpc/proxyv1"
 )
 
 // Manager owns one worker per registered proxy.
 type Manager struct {
-	vpn       *vpn.Service
-	ca        *pki.CA
-	coreID    string
-	cert      tls.Certificate
-	handler   http.Handler
-	log       *slog.Logger
-	reconcile time.Duration
-
-	mu      sync.Mutex
-	workers map[string]*worker
+	vpn     *vpn.Service
+	ca      *pki.CA
+	coreID  string
+	cert    tls.Certificate
+	handler http.Handler
+	log     *slog.Logger
+	set     *linkset.Set
 }
 
 // New builds a manager; handler answers the public requests.
 func New(vpnSvc *vpn.Service, ca *pki.CA, coreCert tls.Certificate, coreID string, handler http.Handler, log *slog.Logger) *Manager {
-	return &Manager{vpn: vpnSvc, ca: ca, coreID: coreID, cert: coreCert, handler: handler, log: log.With("component", "proxylink"),
-		reconcile: 2 * time.Second, workers: map[string]*worker{}}
+	m := &Manager{vpn: vpnSvc, ca: ca, coreID: coreID, cert: coreCert, handler: handler, log: log.With("component", "proxylink")}
+	m.set = &linkset.Set{List: vpnSvc.ProxyTargets, Every: 2 * time.Second, Log: m.log,
+		Spawn: func(t vpn.GatewayTarget) linkset.Worker {
+			return &worker{m: m, wake: make(chan struct{}, 1), revoked: make(chan struct{}), log: m.log.With("proxy_id", t.ID, "proxy", t.Name)}
+		}}
+	return m
 }
 
 func (m *Manager) actor() core.Actor { return core.SystemActor("core " + m.coreID) }
 
-// Run reconciles workers with the proxy registry until ctx ends.
-func (m *Manager) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	t := time.NewTicker(m.reconcile)
-	defer t.Stop()
-	for {
-		m.sync(ctx, &wg)
-		select {
-		case <-ctx.Done():
-			m.mu.Lock()
-			for _, w := range m.workers {
-				w.cancel()
-			}
-			m.mu.Unlock()
-			wg.Wait()
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (m *Manager) sync(ctx context.Context, wg *sync.WaitGroup) {
-	targets, err := m.vpn.ProxyTargets(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			m.log.Warn("cannot read the proxy registry", "err", err)
-		}
-		return
-	}
-	seen := map[string]bool{}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, t := range targets {
-		seen[t.ID] = true
-		if w, ok := m.workers[t.ID]; ok {
-			w.update(t)
-			continue
-		}
-		wctx, cancel := context.WithCancel(ctx)
-		w := &worker{m: m, cancel: cancel, target: t, wake: make(chan struct{}, 1), revoked: make(chan struct{}),
-			log: m.log.With("proxy_id", t.ID, "proxy", t.Name)}
-		m.workers[t.ID] = w
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.run(wctx)
-		}()
-	}
-	for id, w := range m.workers {
-		if !seen[id] {
-			w.cancel()
-			delete(m.workers, id)
-		}
-	}
-}
+// Run keeps one worker per registered proxy until ctx ends.
+func (m *Manager) Run(ctx context.Context) { m.set.Run(ctx) }
 
 // worker keeps one proxy connected.
 type worker struct {
-	m      *Manager
-	cancel context.CancelFunc
-	log    *slog.Logger
-	wake   chan struct{}
-	// revoked is closed when the proxy is deleted while linked: the live
-	// relay tells it at once instead of on the next connection.
-	revoked chan struct{}
+	m       *Manager
+	log     *slog.Logger
+	wake    chan struct{}
+	revoked chan struct{} // closed when the proxy is deleted in core
 
 	mu     sync.Mutex
 	target vpn.GatewayTarget
 }
 
-func (w *worker) update(t vpn.GatewayTarget) {
+// Update implements linkset.Worker.
+func (w *worker) Update(t vpn.GatewayTarget) {
 	w.mu.Lock()
 	changed := w.target.ControlAddress != t.ControlAddress || w.target.CertSerial != t.CertSerial ||
 		string(w.target.JoinKey) != string(t.JoinKey) || w.target.Revoked != t.Revoked
@@ -143,7 +90,8 @@ func (w *worker) current() vpn.GatewayTarget {
 
 var errRevocationDelivered = errors.New("revocation delivered to the proxy")
 
-func (w *worker) run(ctx context.Context) {
+// Run implements linkset.Worker.
+func (w *worker) Run(ctx context.Context) {
 	backoff := 250 * time.Millisecond
 	for ctx.Err() == nil {
 		t := w.current()

@@ -117,9 +117,9 @@ func (s *Service) locationConfigs(ctx context.Context, actor core.Actor, d vpn.D
 		if err != nil {
 			return nil, err
 		}
-		eps := []string{endpointWithPort(l.Endpoint, l.ListenPort)}
+		eps := []string{vpn.EndpointWithPort(l.Endpoint, l.ListenPort)}
 		for _, e := range l.ExtraEndpoints {
-			eps = append(eps, endpointWithPort(e, l.ListenPort))
+			eps = append(eps, vpn.EndpointWithPort(e, l.ListenPort))
 		}
 		out = append(out, LocationConfig{LocationID: l.ID, Name: l.Name, Addresses: addrs[id], Endpoints: eps,
 			AllowedIPs: nonNil(l.AllowedIPs), DNS: nonNil(l.DNS), MTU: l.MTU, Keepalive: l.Keepalive, MFAMode: l.MFAMode,
@@ -134,22 +134,4 @@ func nonNil(v []string) []string {
 		return []string{}
 	}
 	return v
-}
-
-// endpointWithPort adds the listen port when the endpoint names none; it
-// matches what vpn writes into wg-quick configs.
-func endpointWithPort(endpoint string, port int) string {
-	if strings.HasPrefix(endpoint, "[") {
-		if strings.Contains(endpoint, "]:") {
-			return endpoint
-		}
-		return fmt.Sprintf("%s:%d", endpoint, port)
-	}
-	if a, err := netip.ParseAddr(endpoint); err == nil && a.Is6() {
-		return fmt.Sprintf("[%s]:%d", endpoint, port)
-	}
-	if strings.Contains(endpoint, ":") {
-		return endpoint
-	}
-	return fmt.Sprintf("%s:%d", endpoint, port)
 }

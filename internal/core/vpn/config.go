@@ -57,9 +57,9 @@ func renderConfig(d Device, l Location, addrs []string, privateKey string) strin
 	var b strings.Builder
 	fmt.Fprintf(&b, "# ward: device %q in location %q\n", d.Name, l.Name)
 	if len(l.ExtraEndpoints) > 0 {
-		eps := []string{endpointWithPort(l.Endpoint, l.ListenPort)}
+		eps := []string{EndpointWithPort(l.Endpoint, l.ListenPort)}
 		for _, e := range l.ExtraEndpoints {
-			eps = append(eps, endpointWithPort(e, l.ListenPort))
+			eps = append(eps, EndpointWithPort(e, l.ListenPort))
 		}
 		// Stock WireGuard takes one endpoint; ward's client reads this
 		// comment to fail over between all of them.
@@ -75,7 +75,7 @@ func renderConfig(d Device, l Location, addrs []string, privateKey string) strin
 	b.WriteString("\n[Peer]\n")
 	fmt.Fprintf(&b, "PublicKey = %s\n", l.PublicKey)
 	fmt.Fprintf(&b, "AllowedIPs = %s\n", strings.Join(l.AllowedIPs, ", "))
-	fmt.Fprintf(&b, "Endpoint = %s\n", endpointWithPort(l.Endpoint, l.ListenPort))
+	fmt.Fprintf(&b, "Endpoint = %s\n", EndpointWithPort(l.Endpoint, l.ListenPort))
 	if l.Keepalive > 0 {
 		fmt.Fprintf(&b, "PersistentKeepalive = %d\n", l.Keepalive)
 	}

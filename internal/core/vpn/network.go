@@ -205,8 +205,8 @@ func validHostname(h string) bool {
 	return true
 }
 
-// endpointWithPort adds the listen port when the endpoint names none.
-func endpointWithPort(endpoint string, port int) string {
+// EndpointWithPort adds the listen port when the endpoint names none.
+func EndpointWithPort(endpoint string, port int) string {
 	if strings.HasPrefix(endpoint, "[") {
 		if strings.Contains(endpoint, "]:") {
 			return endpoint

@@ -426,8 +426,8 @@ func TestEndpointWithPort(t *testing.T) {
 		{"[2001:db8::1]", 51820, "[2001:db8::1]:51820"},
 	}
 	for _, tt := range tests {
-		if got := endpointWithPort(tt.endpoint, tt.port); got != tt.want {
-			t.Errorf("endpointWithPort(%q, %d) = %q, want %q", tt.endpoint, tt.port, got, tt.want)
+		if got := EndpointWithPort(tt.endpoint, tt.port); got != tt.want {
+			t.Errorf("EndpointWithPort(%q, %d) = %q, want %q", tt.endpoint, tt.port, got, tt.want)
 		}
 	}
 	// Whatever validEndpoint accepts becomes a host:port WireGuard can parse.
@@ -436,9 +436,9 @@ func TestEndpointWithPort(t *testing.T) {
 		if err != nil {
 			t.Fatalf("validEndpoint(%q): %v", in, err)
 		}
-		full := endpointWithPort(ep, 51820)
+		full := EndpointWithPort(ep, 51820)
 		if _, err := netip.ParseAddrPort(full); err != nil && !hostPortName(full) {
-			t.Errorf("endpointWithPort(%q) = %q: not host:port", ep, full)
+			t.Errorf("EndpointWithPort(%q) = %q: not host:port", ep, full)
 		}
 	}
 }

@@ -24,7 +24,9 @@ Usage:
   ward core [flags]                   run the control plane (REST API, gateway links)
   ward gateway [flags]                run a WireGuard gateway for one location
   ward proxy [flags]                  run the public proxy (enrollment, MFA, client sync)
+  ward client COMMAND                 the VPN client: enroll, status, up, down, sync ("ward client help")
   ward admin reset-password USER      set a user's password directly in the database
+  ward demo [--stay] [--keep]         the whole system in one process, unprivileged: a first look
   ward version                        print the version
 
 Run "ward core -h", "ward gateway -h" or "ward proxy -h" for the configuration flags; every flag also has a WARD_* variable.
@@ -49,8 +51,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runGateway(ctx, args[1:], stderr)
 	case "proxy":
 		err = runProxy(ctx, args[1:], stderr)
+	case "client":
+		return runClient(ctx, args[1:], stdin, stdout, stderr)
 	case "admin":
 		err = runAdmin(ctx, args[1:], stdin, stdout, stderr)
+	case "demo":
+		err = runDemo(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "ward %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

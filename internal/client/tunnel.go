@@ -44,13 +44,15 @@ type Tunnel struct {
 	routes []*netlink.Route
 
 	mu       sync.Mutex
-	current  int // index into Endpoints
+	current  int       // index into Endpoints
+	setAt    time.Time // when the peer was (re)installed
 	switches int
 }
 
 // Open creates the interface, configures it and installs routes for the
 // allowed IPs (a default route is split into two /1 routes, with the
 // endpoint pinned to the current path so the tunnel does not route itself).
+// It starts the handshake with the first endpoint at once.
 func Open(cfg TunnelConfig, log *slog.Logger) (*Tunnel, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("location has no endpoint")
@@ -81,24 +83,33 @@ func Open(cfg TunnelConfig, log *slog.Logger) (*Tunnel, error) {
 	return t, nil
 }
 
-func (t *Tunnel) peer(endpoint string) wgengine.PeerConfig {
+func (t *Tunnel) peer(endpoint string, keepalive int) wgengine.PeerConfig {
 	return wgengine.PeerConfig{PublicKey: t.cfg.PeerKey, PresharedKey: t.cfg.PresharedKey, AllowedIPs: t.cfg.AllowedIPs,
-		Keepalive: t.cfg.Keepalive, Endpoint: endpoint}
+		Keepalive: keepalive, Endpoint: endpoint}
 }
 
 // setPeer (re)installs the peer towards endpoint i. Removing and adding it
-// drops the old session, so the next packet starts a fresh handshake at
-// once instead of after WireGuard's rekey timeout.
+// drops the old session; the handshake with the new endpoint starts at once
+// (a peer added with a persistent keepalive sends one immediately; without
+// one, the keepalive is switched on and off again to the same effect), so
+// a dead endpoint shows within StallAfter and a live one is ready before
+// the next packet.
 func (t *Tunnel) setPeer(i int) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err := t.eng.Apply(nil, []string{t.cfg.PeerKey}); err != nil {
 		return err
 	}
-	if err := t.eng.Apply([]wgengine.PeerConfig{t.peer(t.cfg.Endpoints[i])}, nil); err != nil {
+	ep := t.cfg.Endpoints[i]
+	if err := t.eng.Apply([]wgengine.PeerConfig{t.peer(ep, max(t.cfg.Keepalive, 1))}, nil); err != nil {
 		return err
 	}
-	t.current = i
+	if t.cfg.Keepalive == 0 {
+		if err := t.eng.Apply([]wgengine.PeerConfig{t.peer(ep, 0)}, nil); err != nil {
+			return err
+		}
+	}
+	t.current, t.setAt = i, time.Now()
 	return nil
 }
 
@@ -130,14 +141,31 @@ func (t *Tunnel) Stats() (wgengine.PeerState, error) {
 	return wgengine.PeerState{}, errors.New("peer missing from the device")
 }
 
-// Watch runs the watchdog until ctx ends: when data goes out but nothing
-// comes back for StallAfter, it moves to the next endpoint (with a single
-// endpoint: re-handshakes with the same one).
+// noAnswerWait is how long a handshake may stay unanswered before the
+// watchdog moves on: StallAfter for the first round over the endpoints,
+// then doubling per round (up to 16x) so a tunnel whose gateways are all
+// away does not keep knocking several times a second.
+func (t *Tunnel) noAnswerWait(misses int) time.Duration {
+	rounds := misses / len(t.cfg.Endpoints)
+	return t.cfg.StallAfter << min(rounds, 4)
+}
+
+// Watch runs the watchdog until ctx ends. It moves to the next endpoint
+// (with a single endpoint: re-handshakes with the same one) when
+//   - the handshake with the current endpoint stays unanswered for
+//     StallAfter (a dead gateway, or one that does not know this peer), or
+//   - after a handshake, data goes out but nothing comes back for
+//     StallAfter. Unanswered keepalives alone never count: a pause in
+//     sending longer than StallAfter starts the count again.
 func (t *Tunnel) Watch(ctx context.Context) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	var lastRx, txAtLastRx uint64
-	lastRxAt := time.Now()
+	var (
+		lastRx, lastTx         uint64
+		burstBase              uint64    // tx when the current unanswered burst began
+		burstStart, lastTxMove time.Time // zero burstStart: nothing unanswered
+		misses                 int       // switches in a row without a handshake
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -150,25 +178,52 @@ func (t *Tunnel) Watch(ctx context.Context) {
 			continue
 		}
 		now := time.Now()
+		t.mu.Lock()
+		setAt := t.setAt
+		t.mu.Unlock()
+		// The peer is new after every switch, so any handshake it reports
+		// was made with the current endpoint.
+		handshook := !st.LastHandshake.IsZero()
+		if handshook {
+			misses = 0
+		}
 		if st.RxBytes != lastRx {
-			lastRx, txAtLastRx, lastRxAt = st.RxBytes, st.TxBytes, now
+			lastRx, lastTx, lastTxMove, burstStart = st.RxBytes, st.TxBytes, now, time.Time{}
 			continue
 		}
-		// More than a keepalive or a handshake initiation went out since
-		// the last packet came in, and the silence lasts: the path is dead.
-		if st.TxBytes-txAtLastRx > 160 && now.Sub(lastRxAt) > t.cfg.StallAfter {
-			next := (t.currentIndex() + 1) % len(t.cfg.Endpoints)
-			if err := t.setPeer(next); err != nil {
-				t.log.Error("tunnel failover failed", "err", err)
-				continue
+		if st.TxBytes != lastTx {
+			if burstStart.IsZero() || now.Sub(lastTxMove) > t.cfg.StallAfter {
+				burstStart, burstBase = now, lastTx
 			}
-			t.mu.Lock()
-			t.switches++
-			t.mu.Unlock()
-			t.log.Warn("tunnel stalled: switched endpoint", "endpoint", t.cfg.Endpoints[next], "silent_for", now.Sub(lastRxAt).Round(time.Millisecond))
-			// Counters restart with the new peer.
-			lastRx, txAtLastRx, lastRxAt = 0, 0, now
+			lastTx, lastTxMove = st.TxBytes, now
 		}
+		var why string
+		switch {
+		case !handshook && now.Sub(setAt) > t.noAnswerWait(misses):
+			why = "handshake unanswered"
+		case handshook && !burstStart.IsZero() && st.TxBytes-burstBase > 160 && now.Sub(burstStart) > t.cfg.StallAfter:
+			why = "no answer to traffic"
+		default:
+			continue
+		}
+		next := (t.currentIndex() + 1) % len(t.cfg.Endpoints)
+		if err := t.setPeer(next); err != nil {
+			t.log.Error("tunnel failover failed", "err", err)
+			continue
+		}
+		if !handshook {
+			misses++
+		}
+		t.mu.Lock()
+		t.switches++
+		t.mu.Unlock()
+		silent := now.Sub(setAt)
+		if handshook {
+			silent = now.Sub(burstStart)
+		}
+		t.log.Warn("tunnel stalled: switched endpoint", "reason", why, "endpoint", t.cfg.Endpoints[next], "silent_for", silent.Round(time.Millisecond))
+		// Counters restart with the new peer.
+		lastRx, lastTx, burstStart, lastTxMove = 0, 0, time.Time{}, now
 	}
 }
 

@@ -198,6 +198,9 @@ func (g *Gateway) configureLocked(iface *gw.Interface) error {
 }
 
 func (g *Gateway) newEngine(mtu int) (wgengine.Engine, error) {
+	if g.cfg.NewEngine != nil {
+		return g.cfg.NewEngine(mtu)
+	}
 	switch g.cfg.Backend {
 	case "kernel":
 		return wgengine.NewKernel(g.cfg.Interface)

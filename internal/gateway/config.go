@@ -14,6 +14,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/wardvpn/ward/internal/gateway/wgengine"
 	"github.com/wardvpn/ward/internal/logging"
 )
 
@@ -34,6 +35,9 @@ type Config struct {
 	Masquerade    bool          `env:"WARD_MASQUERADE"`
 	LogLevel      string        `env:"WARD_LOG_LEVEL" envDefault:"info"`
 	LogFormat     string        `env:"WARD_LOG_FORMAT" envDefault:"text"`
+	// NewEngine, when set, creates the WireGuard engine in place of
+	// Backend (embedders, e.g. `ward demo` with wgengine.Netstack).
+	NewEngine func(mtu int) (wgengine.Engine, error) `env:"-"`
 }
 
 // ParseConfig reads WARD_* variables, then flags.

@@ -18,16 +18,21 @@ const (
 	KB      Unit = "KB"        // 2^10 bytes
 	Ratio   Unit = "x"         // a ratio of two measurements
 	Samples Unit = "samples/s" // statistics samples per second
+	Auths   Unit = "auth/s"    // completed MFA logins per second
+	Count   Unit = "count"     // a number of events, printed bare
 )
 
-// Row is one figure, with its target when the project has one. Every
-// target is a ceiling: value/target ≤ 1 meets it.
+// Row is one figure, with its target when the project has one. A target is
+// a ceiling (value/target ≤ 1 meets it) unless AtLeast makes it a floor
+// (value/target ≥ 1 meets it, e.g. a throughput).
 type Row struct {
 	Engine string
 	Metric string
 	Value  float64
 	Unit   Unit
 	Target float64 // 0: no target, the figure is reported only
+	// AtLeast makes Target a floor.
+	AtLeast bool
 	// Skipped, when set, says why the figure could not be measured on this
 	// machine (e.g. not root); the row prints SKIPPED and counts as neither
 	// met nor missed.
@@ -35,10 +40,18 @@ type Row struct {
 }
 
 // Met tells whether the row has a target and meets it.
-func (r Row) Met() bool { return r.Skipped == "" && r.Target > 0 && r.Value <= r.Target }
+func (r Row) Met() bool { return r.Skipped == "" && r.Target > 0 && !r.beyond() }
 
 // Missed tells whether the row has a target and misses it.
-func (r Row) Missed() bool { return r.Skipped == "" && r.Target > 0 && r.Value > r.Target }
+func (r Row) Missed() bool { return r.Skipped == "" && r.Target > 0 && r.beyond() }
+
+// beyond tells whether the value is on the wrong side of the target.
+func (r Row) beyond() bool {
+	if r.AtLeast {
+		return r.Value < r.Target
+	}
+	return r.Value > r.Target
+}
 
 // SkippedRows makes one SKIPPED row per metric, each with its target; rows
 // without an engine get engine.
@@ -83,26 +96,34 @@ func formatValue(v float64, u Unit) string {
 		return fmt.Sprintf("%.2f x", v)
 	case Samples:
 		return fmt.Sprintf("%.0f samples/s", v)
+	case Auths:
+		return fmt.Sprintf("%.0f auth/s", v)
+	case Count:
+		return fmt.Sprintf("%.0f", v)
 	}
 	return fmt.Sprintf("%g %s", v, u)
 }
 
-func formatTarget(v float64, u Unit) string {
-	if v == 0 {
+func formatTarget(r Row) string {
+	if r.Target == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%g %s", v, u)
+	if r.AtLeast {
+		return fmt.Sprintf("≥ %g %s", r.Target, r.Unit)
+	}
+	return fmt.Sprintf("%g %s", r.Target, r.Unit)
 }
 
 // PrintTable writes the rows with each figure beside its target and their
-// ratio; a ratio above 1 is a missed target.
+// ratio; a ratio above 1 misses a ceiling, a ratio below 1 misses a floor
+// (a target printed with ≥).
 func PrintTable(w io.Writer, rows []Row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "engine\tmetric\tvalue\ttarget\tratio(value/target)\tverdict")
 	for _, r := range rows {
 		ratio, verdict := "-", "-"
 		if r.Skipped != "" {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Engine, r.Metric, "SKIPPED", formatTarget(r.Target, r.Unit), "-", "SKIPPED: "+r.Skipped)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Engine, r.Metric, "SKIPPED", formatTarget(r), "-", "SKIPPED: "+r.Skipped)
 			continue
 		}
 		if r.Target > 0 {
@@ -112,7 +133,7 @@ func PrintTable(w io.Writer, rows []Row) {
 				verdict = "MISSED"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Engine, r.Metric, formatValue(r.Value, r.Unit), formatTarget(r.Target, r.Unit), ratio, verdict)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Engine, r.Metric, formatValue(r.Value, r.Unit), formatTarget(r), ratio, verdict)
 	}
 	tw.Flush()
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/store"
@@ -27,6 +28,23 @@ const (
 	DefaultDisconnectThreshold = 300
 	MinMFADisconnectThreshold  = 120
 )
+
+// testMinMFAThreshold, when above zero, replaces MinMFADisconnectThreshold.
+// Only end-to-end tests set it (through WARD_TEST_MIN_MFA_THRESHOLD, read
+// once at core start), so that an idle MFA session can be seen closing
+// within seconds.
+var testMinMFAThreshold atomic.Int32
+
+// SetTestMinMFADisconnectThreshold lowers the minimum disconnect threshold
+// of MFA locations to seconds (1..MinMFADisconnectThreshold; 0 restores the
+// real minimum). FOR TESTS ONLY: a real deployment must never call it.
+func SetTestMinMFADisconnectThreshold(seconds int) error {
+	if seconds < 0 || seconds > MinMFADisconnectThreshold {
+		return fmt.Errorf("test minimum MFA disconnect threshold %d is outside 0..%d", seconds, MinMFADisconnectThreshold)
+	}
+	testMinMFAThreshold.Store(int32(seconds))
+	return nil
+}
 
 // Location is a VPN site served by one or more gateways sharing one key.
 type Location struct {
@@ -176,6 +194,9 @@ func (in LocationInput) apply(l *Location) error {
 	minThreshold := 30
 	if l.MFAMode != MFADisabled {
 		minThreshold = MinMFADisconnectThreshold
+		if m := int(testMinMFAThreshold.Load()); m > 0 {
+			minThreshold = m
+		}
 	}
 	if l.DisconnectThreshold < minThreshold || l.DisconnectThreshold > 7*86400 {
 		return core.Invalid("invalid_value", "disconnect_threshold", "must be between %d and %d seconds for this MFA mode", minThreshold, 7*86400)

@@ -48,7 +48,7 @@ type PeerState struct {
 
 // Engine is a WireGuard backend.
 type Engine interface {
-	// Kind is "kernel" or "userspace".
+	// Kind is "kernel", "userspace" or "netstack".
 	Kind() string
 	// Configure creates the interface if needed and brings key, port,
 	// fwmark, MTU and addresses to the given state without recreating it.

@@ -43,11 +43,7 @@ func NewUserspace(name string, mtu int, exposeUAPI bool, log *slog.Logger) (*Use
 	if real, err := t.Name(); err == nil {
 		name = real
 	}
-	dlog := &device.Logger{
-		Verbosef: device.DiscardLogf,
-		Errorf:   func(format string, args ...any) { log.Warn("wireguard-go: " + fmt.Sprintf(format, args...)) },
-	}
-	u := &Userspace{name: name, tun: t, dev: device.NewDevice(t, conn.NewDefaultBind(), dlog), link: &linkConfig{name: name}, log: log}
+	u := &Userspace{name: name, tun: t, dev: device.NewDevice(t, conn.NewDefaultBind(), newDeviceLogger(log)), link: &linkConfig{name: name}, log: log}
 	if exposeUAPI {
 		f, err := ipc.UAPIOpen(name)
 		if err != nil {
@@ -78,24 +74,8 @@ func (u *Userspace) Kind() string { return "userspace" }
 func (u *Userspace) Configure(in Interface) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	var b strings.Builder
-	if in.PrivateKey != u.cur.PrivateKey {
-		k, err := keyHex(in.PrivateKey)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(&b, "private_key=%s\n", k)
-	}
-	if in.ListenPort != u.cur.ListenPort {
-		fmt.Fprintf(&b, "listen_port=%d\n", in.ListenPort)
-	}
-	if in.FwMark != u.cur.FwMark {
-		fmt.Fprintf(&b, "fwmark=%d\n", in.FwMark)
-	}
-	if b.Len() > 0 {
-		if err := u.dev.IpcSet(b.String()); err != nil {
-			return fmt.Errorf("configure device: %w", err)
-		}
+	if err := ipcConfigure(u.dev, u.cur, in, true); err != nil {
+		return err
 	}
 	if err := u.link.apply(in.MTU, in.Addresses); err != nil {
 		return err
@@ -111,6 +91,46 @@ func (u *Userspace) Configure(in Interface) error {
 }
 
 func (u *Userspace) Apply(set []PeerConfig, remove []string) error {
+	return ipcApply(u.dev, set, remove)
+}
+
+func (u *Userspace) Peers() ([]PeerState, error) { return ipcPeers(u.dev) }
+
+// newDeviceLogger sends wireguard-go's errors to log.
+func newDeviceLogger(log *slog.Logger) *device.Logger {
+	return &device.Logger{
+		Verbosef: device.DiscardLogf,
+		Errorf:   func(format string, args ...any) { log.Warn("wireguard-go: " + fmt.Sprintf(format, args...)) },
+	}
+}
+
+// ipcConfigure brings an embedded device's key, fwmark and (with port)
+// listen port from cur to in through the in-process UAPI.
+func ipcConfigure(dev *device.Device, cur, in Interface, port bool) error {
+	var b strings.Builder
+	if in.PrivateKey != cur.PrivateKey {
+		k, err := keyHex(in.PrivateKey)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "private_key=%s\n", k)
+	}
+	if port && in.ListenPort != cur.ListenPort {
+		fmt.Fprintf(&b, "listen_port=%d\n", in.ListenPort)
+	}
+	if in.FwMark != cur.FwMark {
+		fmt.Fprintf(&b, "fwmark=%d\n", in.FwMark)
+	}
+	if b.Len() > 0 {
+		if err := dev.IpcSet(b.String()); err != nil {
+			return fmt.Errorf("configure device: %w", err)
+		}
+	}
+	return nil
+}
+
+// ipcApply sets and removes peers of an embedded device in one UAPI batch.
+func ipcApply(dev *device.Device, set []PeerConfig, remove []string) error {
 	if len(set) == 0 && len(remove) == 0 {
 		return nil
 	}
@@ -141,14 +161,15 @@ func (u *Userspace) Apply(set []PeerConfig, remove []string) error {
 			fmt.Fprintf(&b, "allowed_ip=%s\n", ip)
 		}
 	}
-	if err := u.dev.IpcSet(b.String()); err != nil {
+	if err := dev.IpcSet(b.String()); err != nil {
 		return fmt.Errorf("apply peers: %w", err)
 	}
 	return nil
 }
 
-func (u *Userspace) Peers() ([]PeerState, error) {
-	text, err := u.dev.IpcGet()
+// ipcPeers reads an embedded device's peers with their counters.
+func ipcPeers(dev *device.Device) ([]PeerState, error) {
+	text, err := dev.IpcGet()
 	if err != nil {
 		return nil, fmt.Errorf("read device: %w", err)
 	}

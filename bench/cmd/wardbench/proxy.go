@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -475,8 +476,17 @@ func (b *publicBench) cpuLine(before, after cpuSnapshot, ops int) string {
 	if b.postgres != 0 {
 		s += ", postgres " + per(after.postgres-before.postgres)
 	}
-	s += fmt.Sprintf(", wardbench %s; machine %.0f%% busy; load %s", per(after.client-before.client),
-		100*after.machine.BusySince(before.machine), harness.LoadAverage())
+	// The machine's busy share minus what the benchmark's own processes
+	// used is other load, which takes CPU from the figures.
+	ours := (after.core - before.core) + (after.proxy - before.proxy) + (after.postgres - before.postgres) + (after.client - before.client)
+	capacity := after.at.Sub(before.at) * time.Duration(runtime.NumCPU())
+	busy := after.machine.BusySince(before.machine)
+	other := 0.0
+	if capacity > 0 {
+		other = max(0, busy-float64(ours)/float64(capacity))
+	}
+	s += fmt.Sprintf(", wardbench %s; machine %.0f%% busy, of which other processes %.0f%%; load %s", per(after.client-before.client),
+		100*busy, 100*other, harness.LoadAverage())
 	if b.stats != nil {
 		s += fmt.Sprintf("; %d PostgreSQL sessions opened", after.pgSessions-before.pgSessions)
 	}

@@ -212,23 +212,23 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 // Run is `ward core`: open, listen, serve until ctx ends.
 func Run(ctx context.Context, cfg Config, version string, stdout, stderr io.Writer) error {
 	log := cfg.Logger(stderr)
+	app, err := Open(ctx, cfg, version, log, stdout)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
 	// TEST ONLY: end-to-end tests lower the minimum disconnect threshold of
 	// MFA locations to watch an idle session close within seconds.
 	if v := os.Getenv("WARD_TEST_MIN_MFA_THRESHOLD"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err == nil {
-			err = vpn.SetTestMinMFADisconnectThreshold(n)
+			err = app.VPN.SetTestMinMFADisconnectThreshold(n)
 		}
 		if err != nil {
 			return fmt.Errorf("WARD_TEST_MIN_MFA_THRESHOLD=%q: %v", v, err)
 		}
 		log.Warn("TEST ONLY: WARD_TEST_MIN_MFA_THRESHOLD lowers the minimum disconnect threshold of MFA locations; never set it in production", "seconds", n)
 	}
-	app, err := Open(ctx, cfg, version, log, stdout)
-	if err != nil {
-		return err
-	}
-	defer app.Close()
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)

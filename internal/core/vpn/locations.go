@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync/atomic"
 
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/store"
@@ -29,21 +28,25 @@ const (
 	MinMFADisconnectThreshold  = 120
 )
 
-// testMinMFAThreshold, when above zero, replaces MinMFADisconnectThreshold.
-// Only end-to-end tests set it (through WARD_TEST_MIN_MFA_THRESHOLD, read
-// once at core start), so that an idle MFA session can be seen closing
-// within seconds.
-var testMinMFAThreshold atomic.Int32
-
 // SetTestMinMFADisconnectThreshold lowers the minimum disconnect threshold
-// of MFA locations to seconds (1..MinMFADisconnectThreshold; 0 restores the
-// real minimum). FOR TESTS ONLY: a real deployment must never call it.
-func SetTestMinMFADisconnectThreshold(seconds int) error {
+// of this service's MFA locations to seconds (1..MinMFADisconnectThreshold;
+// 0 restores the real minimum), so end-to-end tests can watch an idle MFA
+// session close within seconds (ward core reads WARD_TEST_MIN_MFA_THRESHOLD
+// at start). FOR TESTS ONLY: a real deployment must never call it.
+func (s *Service) SetTestMinMFADisconnectThreshold(seconds int) error {
 	if seconds < 0 || seconds > MinMFADisconnectThreshold {
 		return fmt.Errorf("test minimum MFA disconnect threshold %d is outside 0..%d", seconds, MinMFADisconnectThreshold)
 	}
-	testMinMFAThreshold.Store(int32(seconds))
+	s.testMinMFAThreshold.Store(int32(seconds))
 	return nil
+}
+
+// minMFAThreshold is the minimum disconnect threshold of MFA locations.
+func (s *Service) minMFAThreshold() int {
+	if m := int(s.testMinMFAThreshold.Load()); m > 0 {
+		return m
+	}
+	return MinMFADisconnectThreshold
 }
 
 // Location is a VPN site served by one or more gateways sharing one key.
@@ -90,8 +93,9 @@ type LocationInput struct {
 	AllowedGroups       *[]string `json:"allowed_groups"`
 }
 
-// apply merges the input into l and validates the result.
-func (in LocationInput) apply(l *Location) error {
+// apply merges the input into l and validates the result; minMFA is the
+// smallest disconnect threshold allowed when MFA is on.
+func (in LocationInput) apply(l *Location, minMFA int) error {
 	if in.Name != nil {
 		l.Name = strings.TrimSpace(*in.Name)
 	}
@@ -193,10 +197,7 @@ func (in LocationInput) apply(l *Location) error {
 	}
 	minThreshold := 30
 	if l.MFAMode != MFADisabled {
-		minThreshold = MinMFADisconnectThreshold
-		if m := int(testMinMFAThreshold.Load()); m > 0 {
-			minThreshold = m
-		}
+		minThreshold = minMFA
 	}
 	if l.DisconnectThreshold < minThreshold || l.DisconnectThreshold > 7*86400 {
 		return core.Invalid("invalid_value", "disconnect_threshold", "must be between %d and %d seconds for this MFA mode", minThreshold, 7*86400)
@@ -225,7 +226,7 @@ func (s *Service) CreateLocation(ctx context.Context, a core.Actor, in LocationI
 	l := Location{ListenPort: DefaultListenPort, Keepalive: DefaultKeepalive, MTU: DefaultMTU, MFAMode: MFADisabled,
 		DisconnectThreshold: DefaultDisconnectThreshold, AllGroups: in.AllowedGroups == nil || len(*in.AllowedGroups) == 0,
 		ExtraEndpoints: []string{}, DNS: []string{}, AllowedGroups: []string{}}
-	if err := in.apply(&l); err != nil {
+	if err := in.apply(&l, s.minMFAThreshold()); err != nil {
 		return Location{}, err
 	}
 	priv, pub, err := GenerateKeyPair()
@@ -475,7 +476,7 @@ func (s *Service) UpdateLocation(ctx context.Context, a core.Actor, id string, i
 		l := before
 		l.nets = slices.Clone(before.nets)
 		l.Addresses = slices.Clone(before.Addresses)
-		if err := in.apply(&l); err != nil {
+		if err := in.apply(&l, s.minMFAThreshold()); err != nil {
 			return err
 		}
 		if err := checkOverlap(ctx, tx, l); err != nil {

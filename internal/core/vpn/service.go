@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/store"
@@ -15,6 +16,9 @@ type Service struct {
 	db  *store.DB
 	log *slog.Logger
 	hub *core.Hub
+	// testMinMFAThreshold, above zero, replaces MinMFADisconnectThreshold
+	// (see SetTestMinMFADisconnectThreshold).
+	testMinMFAThreshold atomic.Int32
 }
 
 // New builds the service.

@@ -9,12 +9,12 @@ import (
 // The test-only lowering of the MFA disconnect threshold minimum
 // (WARD_TEST_MIN_MFA_THRESHOLD, read by ward core at start).
 func TestTestMinMFADisconnectThreshold(t *testing.T) {
-	t.Cleanup(func() { _ = SetTestMinMFADisconnectThreshold(0) })
+	svc := New(nil, nil)
 	mode, five, sixty := MFAInternal, 5, 60
 	validate := func(threshold *int) error {
 		l := Location{Name: "x", ListenPort: DefaultListenPort, MTU: DefaultMTU, MFAMode: MFADisabled, DisconnectThreshold: DefaultDisconnectThreshold,
 			Addresses: []string{"10.9.0.1/24"}, Endpoint: "vpn.example.com"}
-		return LocationInput{MFAMode: &mode, DisconnectThreshold: threshold}.apply(&l)
+		return LocationInput{MFAMode: &mode, DisconnectThreshold: threshold}.apply(&l, svc.minMFAThreshold())
 	}
 	for _, tc := range []struct {
 		name    string
@@ -29,7 +29,7 @@ func TestTestMinMFADisconnectThreshold(t *testing.T) {
 		{"lowered to 30 accepts 60 s", 30, &sixty, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := SetTestMinMFADisconnectThreshold(tc.min); err != nil {
+			if err := svc.SetTestMinMFADisconnectThreshold(tc.min); err != nil {
 				t.Fatal(err)
 			}
 			err := validate(tc.value)
@@ -44,7 +44,7 @@ func TestTestMinMFADisconnectThreshold(t *testing.T) {
 		})
 	}
 	for _, bad := range []int{-1, MinMFADisconnectThreshold + 1} {
-		if SetTestMinMFADisconnectThreshold(bad) == nil {
+		if svc.SetTestMinMFADisconnectThreshold(bad) == nil {
 			t.Errorf("SetTestMinMFADisconnectThreshold(%d) accepted", bad)
 		}
 	}

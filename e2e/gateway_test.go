@@ -170,7 +170,8 @@ func (e *gwEnv) startGateway(t *testing.T, token string) *nsProcess {
 		env = append(env, "WARD_JOIN_TOKEN="+token)
 	}
 	return startInNetns(t, e.t, e.gwNS, "ward gateway", env, wardBin, "gateway", "--data-dir", e.gwDataDir,
-		"--control-addr", gwControlAddr, "--interface", e.gwIface, "--health-addr", gwHealthAddr, "--stats-interval", statsInterval)
+		"--control-addr", gwControlAddr, "--interface", e.gwIface, "--health-addr", gwHealthAddr, "--stats-interval", statsInterval,
+		"--masquerade")
 }
 
 // waitAdopted waits until core reports the gateway adopted, connected and
@@ -436,6 +437,15 @@ func TestGatewayDataPlane(t *testing.T) {
 				t.Fatalf("ping %s through the tunnel: %v\n%s", gwTunnelIP, err, out)
 			}
 			t.Logf("ping through the wg-quick tunnel:\n%s", tailLines(out, 2))
+			// --masquerade: the gateway's own nftables table NATs tunnel
+			// traffic leaving by other interfaces, and forwarding is on.
+			rules, err := e.gwNS.exec(ctx, nil, "nft", "list", "table", "inet", "ward_"+e.gwIface)
+			if err != nil || !strings.Contains(rules, `iifname "`+e.gwIface+`" oifname != "`+e.gwIface+`" masquerade`) {
+				t.Fatalf("masquerade table in the gateway namespace: %v\n%s", err, rules)
+			}
+			if fwd, err := e.gwNS.exec(ctx, nil, "cat", "/proc/sys/net/ipv4/ip_forward"); err != nil || strings.TrimSpace(fwd) != "1" {
+				t.Fatalf("net.ipv4.ip_forward in the gateway namespace = %q (%v), want 1", fwd, err)
+			}
 			if err := echoOnce(e.clientNS, echoAddr, 5*time.Second); err != nil {
 				t.Fatalf("TCP echo through the tunnel: %v", err)
 			}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages ward's tests use, when they are missing:
-# wireguard-tools (wg, wg-quick), wireguard-go (wg-quick's userspace
+# wireguard-tools (wg, wg-quick), nftables (nft, to inspect the gateway's rules), wireguard-go (wg-quick's userspace
 # fallback without the kernel module), iputils-ping and iproute2 (ip, ss)
 # for the network-namespace tests, oathtool for the TOTP interoperability
 # test, and the PostgreSQL server binaries. Needs
@@ -22,6 +22,7 @@ command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 { command -v ip >/dev/null 2>&1 && command -v ss >/dev/null 2>&1; } || need+=(iproute2)
 # oathtool: an independent TOTP implementation the MFA tests check codes with.
 command -v oathtool >/dev/null 2>&1 || need+=(oathtool)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi

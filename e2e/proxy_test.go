@@ -523,7 +523,7 @@ func TestProxyAdoptionAndRelay(t *testing.T) {
 
 	t.Log("--- step: client X-Forwarded-For")
 	{
-		// Core's stub handler does not echo the client address, so what core
+		// Core's public handler does not echo the client address, so what core
 		// sees is not observable here; the proxy-side effect (rate limiting
 		// by the real address) is checked in TestProxyRateLimit. A spoofed
 		// header must at least not break the relay.

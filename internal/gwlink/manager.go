@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/wardvpn/ward/internal/core"
@@ -71,7 +70,9 @@ func New(vpnSvc *vpn.Service, statsSvc *stats.Service, ca *pki.CA, coreID, versi
 		log: log.With("component", "gwlink"), opts: opts, metrics: newMetrics()}
 	m.set = &linkset.Set{List: vpnSvc.GatewayTargets, Every: opts.Reconcile, Log: m.log,
 		Spawn: func(t vpn.GatewayTarget) linkset.Worker {
-			return &worker{m: m, log: m.log.With("gateway_id", t.ID, "gateway", t.Name)}
+			w := &worker{m: m, log: m.log.With("gateway_id", t.ID, "gateway", t.Name)}
+			w.Link = linkset.NewLink(w, "gateway", w.log, opts.MaxBackoff)
+			return w
 		},
 		Removed: func(id string) {
 			m.metrics.linkUp.DeleteLabelValues(id)
@@ -85,12 +86,3 @@ func (m *Manager) actor() core.Actor { return core.SystemActor("core " + m.coreI
 
 // Run keeps one worker per registered gateway until ctx ends.
 func (m *Manager) Run(ctx context.Context) { m.set.Run(ctx) }
-
-// Kick makes every worker retry now (tests, and after registry changes).
-func (m *Manager) Kick() {
-	m.set.Each(func(w linkset.Worker) { w.(*worker).kick() })
-}
-
-func jitter(d time.Duration) time.Duration {
-	return d/2 + time.Duration(rand.Int64N(int64(d)))
-}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/linkset"
 	gw "github.com/wardvpn/ward/internal/rpc/gatewayv1"
 )
 
@@ -24,9 +25,9 @@ type recvResult struct {
 	err error
 }
 
-// session runs one Control stream until it fails. connected reports whether
+// Session implements linkset.Kind: it runs one Control stream until it fails. connected reports whether
 // the gateway got as far as Hello (for backoff).
-func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bool, err error) {
+func (w *worker) Session(ctx context.Context, t vpn.GatewayTarget) (connected bool, err error) {
 	conn, err := w.dial(t)
 	if err != nil {
 		return false, err
@@ -153,7 +154,7 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 		select {
 		case <-ctx.Done():
 			return true, ctx.Err()
-		case <-w.revoked:
+		case <-w.Revoked():
 			return true, w.sendRevoked(send, incoming)
 		case <-wake:
 		case <-heartbeat.C:
@@ -164,7 +165,7 @@ func (w *worker) session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 			if awaitingAck != 0 && time.Now().After(ackDeadline) {
 				return true, fmt.Errorf("gateway did not acknowledge revision %d within %s", awaitingAck, w.m.opts.AckTimeout)
 			}
-			if cur := w.current(); cur.CertSerial != t.CertSerial {
+			if cur := w.Target(); cur.CertSerial != t.CertSerial {
 				// A new join token revoked this adoption: drop the link.
 				return true, errors.New("the gateway's adoption was replaced by a new join token")
 			}
@@ -218,7 +219,7 @@ func (w *worker) sendRevoked(send func(*gw.CoreMessage) error, incoming <-chan r
 		select {
 		case r := <-incoming:
 			if r.err != nil {
-				return errRevocationDelivered
+				return linkset.ErrRevocationDelivered
 			}
 		case <-deadline:
 			return errors.New("gateway did not confirm the revocation")

@@ -103,12 +103,3 @@ func (s *Set) reconcile(ctx context.Context, wg *sync.WaitGroup) {
 		}
 	}
 }
-
-// Each calls fn for every running worker.
-func (s *Set) Each(fn func(Worker)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, e := range s.workers {
-		fn(e.w)
-	}
-}

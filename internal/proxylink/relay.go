@@ -14,6 +14,7 @@ import (
 	pb "github.com/wardvpn/ward/internal/rpc/proxyv1"
 
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/linkset"
 )
 
 // ProtocolVersion is the relay protocol this core speaks.
@@ -54,7 +55,7 @@ func (w *worker) relay(ctx context.Context, t vpn.GatewayTarget) (bool, error) {
 			return true, err
 		}
 		_, _ = stream.Recv() // the proxy ends the stream once it forgot
-		return true, errRevocationDelivered
+		return true, linkset.ErrRevocationDelivered
 	}
 	if err := send(&pb.CoreToProxy{Msg: &pb.CoreToProxy_Hello{Hello: &pb.CoreHello{ProtocolVersion: ProtocolVersion, CoreId: w.m.coreID}}}); err != nil {
 		return false, err
@@ -82,7 +83,7 @@ func (w *worker) relay(ctx context.Context, t vpn.GatewayTarget) (bool, error) {
 	revokeSent := make(chan error, 1)
 	go func() {
 		select {
-		case <-w.revoked:
+		case <-w.Revoked():
 		case <-sctx.Done():
 			return
 		}
@@ -109,7 +110,7 @@ func (w *worker) relay(ctx context.Context, t vpn.GatewayTarget) (bool, error) {
 			if terr := w.m.vpn.TouchProxyLink(sctx, t.ID, w.m.coreID); terr != nil {
 				w.log.Debug("cannot refresh the link", "err", terr)
 			}
-			if cur := w.current(); cur.CertSerial != t.CertSerial {
+			if cur := w.Target(); cur.CertSerial != t.CertSerial {
 				w.log.Info("the proxy's adoption was replaced by a new join token; dropping the link")
 				cancel()
 				return
@@ -121,7 +122,7 @@ func (w *worker) relay(ctx context.Context, t vpn.GatewayTarget) (bool, error) {
 		if rerr != nil {
 			cancel() // abandon requests in flight; the proxy retries idempotent ones elsewhere
 			if revoking.Load() && <-revokeSent == nil {
-				return true, errRevocationDelivered
+				return true, linkset.ErrRevocationDelivered
 			}
 			err = fmt.Errorf("relay: %w", rerr)
 			return true, err

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/wardvpn/ward/bench/internal/harness"
@@ -61,27 +60,14 @@ func parseAPIFlags(args []string) (apiConfig, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 4, "concurrent client connections")
 	fs.IntVar(&c.warmup, "warmup", -1, "unmeasured requests per endpoint before measuring (-1: requests/10, at most 200)")
 	fs.Uint64Var(&c.seed, "seed", 1, "seed of the random offsets and device picks")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return c, err
-		}
-		return c, usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return c, err
 	}
-	if fs.NArg() > 0 {
-		return c, usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
-	}
-	for _, e := range strings.Split(*engines, ",") {
-		switch e = strings.TrimSpace(e); e {
-		case string(store.SQLite), string(store.Postgres):
-			c.engines = append(c.engines, store.Engine(e))
-		case "":
-		default:
-			return c, usageError{fmt.Errorf("-engines: unknown engine %q (sqlite, postgres)", e)}
-		}
+	var err error
+	if c.engines, err = parseEngines(*engines); err != nil {
+		return c, err
 	}
 	switch {
-	case len(c.engines) == 0:
-		return c, usageError{errors.New("-engines: name at least one engine")}
 	case c.users < 1:
 		return c, usageError{errors.New("-users must be at least 1")}
 	case c.devices < listPageSize || c.devices > 65533:
@@ -112,19 +98,9 @@ func runAPI(ctx context.Context, env *harness.Env, args []string) ([]harness.Row
 		return nil, err
 	}
 	env.Logf("generated %d WireGuard key pairs in %s", len(keys), time.Since(start).Round(time.Millisecond))
-	var rows []harness.Row
-	var errs []error
-	for _, engine := range cfg.engines {
-		r, err := apiEngine(ctx, env, cfg, engine, bin, keys)
-		rows = append(rows, r...)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", engine, err))
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return rows, errors.Join(errs...)
+	return perEngine(ctx, cfg.engines, func(engine store.Engine) ([]harness.Row, error) {
+		return apiEngine(ctx, env, cfg, engine, bin, keys)
+	})
 }
 
 // apiEngine runs the benchmark on one engine: bootstrap through ward core,

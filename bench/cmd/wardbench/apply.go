@@ -54,14 +54,8 @@ func parseApplyFlags(args []string) (applyConfig, error) {
 	fs := flag.NewFlagSet("wardbench apply", flag.ContinueOnError)
 	fs.IntVar(&c.peers, "peers", 10000, "peers applied to a fresh device (at most 65000)")
 	fs.IntVar(&c.rounds, "rounds", 5, "fresh devices per method; the median is reported (at least 3)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return c, err
-		}
-		return c, usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return c, usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
+	if err := parseFlags(fs, args); err != nil {
+		return c, err
 	}
 	switch {
 	case c.peers < 1 || c.peers > 65000:

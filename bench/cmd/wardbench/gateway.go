@@ -68,14 +68,8 @@ func parseGatewayFlags(args []string) (gatewayBenchConfig, error) {
 	fs.DurationVar(&c.pause, "pause", 50*time.Millisecond, "mean random pause before each change (uniform in [0, 2*pause)), so changes land at random moments of the gateway's statistics cycle")
 	fs.DurationVar(&c.statsInterval, "stats-interval", 10*time.Second, "the gateway's --stats-interval (10s is its default)")
 	fs.Uint64Var(&c.seed, "seed", 1, "seed of the random pauses")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return c, err
-		}
-		return c, usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return c, usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
+	if err := parseFlags(fs, args); err != nil {
+		return c, err
 	}
 	switch {
 	case c.peers < 1 || c.peers > 65000:

@@ -76,27 +76,14 @@ func parseProxyFlags(args []string) (proxyBenchConfig, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 32, "concurrent keep-alive client connections to the proxy")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "length of each measured run")
 	fs.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured load before each measured run")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return c, err
-		}
-		return c, usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return c, err
 	}
-	if fs.NArg() > 0 {
-		return c, usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
-	}
-	for _, e := range strings.Split(*engines, ",") {
-		switch e = strings.TrimSpace(e); e {
-		case string(store.SQLite), string(store.Postgres):
-			c.engines = append(c.engines, store.Engine(e))
-		case "":
-		default:
-			return c, usageError{fmt.Errorf("-engines: unknown engine %q (sqlite, postgres)", e)}
-		}
+	var err error
+	if c.engines, err = parseEngines(*engines); err != nil {
+		return c, err
 	}
 	switch {
-	case len(c.engines) == 0:
-		return c, usageError{errors.New("-engines: name at least one engine")}
 	case c.users < 100 || c.users > 65533:
 		return c, usageError{errors.New("-users must be between 100 and 65533 (one /16)")}
 	case c.concurrency < 1:
@@ -124,19 +111,9 @@ func runProxyBench(ctx context.Context, env *harness.Env, args []string) ([]harn
 		return nil, err
 	}
 	env.Logf("generated %d WireGuard key pairs in %s", len(keys), time.Since(start).Round(time.Millisecond))
-	var rows []harness.Row
-	var errs []error
-	for _, engine := range cfg.engines {
-		r, err := proxyEngine(ctx, env, cfg, engine, bin, keys)
-		rows = append(rows, r...)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", engine, err))
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return rows, errors.Join(errs...)
+	return perEngine(ctx, cfg.engines, func(engine store.Engine) ([]harness.Row, error) {
+		return proxyEngine(ctx, env, cfg, engine, bin, keys)
+	})
 }
 
 // proxyEngine runs the benchmark on one engine: bootstrap through the API

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"github.com/wardvpn/ward/bench/internal/harness"
@@ -44,27 +43,14 @@ func parseStatsFlags(args []string) (statsConfig, error) {
 	fs.IntVar(&c.batches, "batches", 20, "measured reports per engine, after one unmeasured first report")
 	fs.IntVar(&c.contended, "contended", 3, "further reports ingested while devices are added, to measure how long a device add waits (0: skip)")
 	fs.Uint64Var(&c.seed, "seed", 1, "seed of the random pauses between device adds")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return c, err
-		}
-		return c, usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return c, err
 	}
-	if fs.NArg() > 0 {
-		return c, usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
-	}
-	for _, e := range strings.Split(*engines, ",") {
-		switch e = strings.TrimSpace(e); e {
-		case string(store.SQLite), string(store.Postgres):
-			c.engines = append(c.engines, store.Engine(e))
-		case "":
-		default:
-			return c, usageError{fmt.Errorf("-engines: unknown engine %q (sqlite, postgres)", e)}
-		}
+	var err error
+	if c.engines, err = parseEngines(*engines); err != nil {
+		return c, err
 	}
 	switch {
-	case len(c.engines) == 0:
-		return c, usageError{errors.New("-engines: name at least one engine")}
 	case c.peers < 1 || c.peers > 65000:
 		return c, usageError{errors.New("-peers must be between 1 and 65000 (one /16)")}
 	case c.users < 1:
@@ -86,19 +72,9 @@ func runStatsBench(ctx context.Context, env *harness.Env, args []string) ([]harn
 	if err != nil {
 		return nil, err
 	}
-	var rows []harness.Row
-	var errs []error
-	for _, engine := range cfg.engines {
-		r, err := statsEngine(ctx, env, cfg, engine, keys)
-		rows = append(rows, r...)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", engine, err))
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return rows, errors.Join(errs...)
+	return perEngine(ctx, cfg.engines, func(engine store.Engine) ([]harness.Row, error) {
+		return statsEngine(ctx, env, cfg, engine, keys)
+	})
 }
 
 // statsEngine ingests gateway reports with stats.Service.Ingest, in this

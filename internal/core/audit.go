@@ -25,18 +25,38 @@ type AuditEntry struct {
 // Audit appends an entry inside the caller's transaction, so the log holds
 // exactly the changes that were committed. Details must never hold secrets.
 func Audit(ctx context.Context, q store.Querier, a Actor, action, targetType, targetID string, details map[string]any) error {
-	raw := []byte("{}")
-	if len(details) > 0 {
-		var err error
-		if raw, err = json.Marshal(details); err != nil {
-			return fmt.Errorf("audit details: %w", err)
-		}
+	return AuditMany(ctx, q, AuditRecord{Actor: a, Action: action, TargetType: targetType, TargetID: targetID, Details: details})
+}
+
+// AuditRecord is one entry for AuditMany.
+type AuditRecord struct {
+	Actor      Actor
+	Action     string
+	TargetType string
+	TargetID   string
+	Details    map[string]any
+}
+
+// AuditMany appends entries like Audit, in multi-row statements.
+func AuditMany(ctx context.Context, q store.Querier, records ...AuditRecord) error {
+	if len(records) == 0 {
+		return nil
 	}
-	_, err := q.ExecContext(ctx, `INSERT INTO audit_log (id, at, actor_id, actor, action, target_type, target_id, ip, details)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		NewID(), store.Now(), a.UserID, a.Username, action, targetType, targetID, a.IP, string(raw))
+	now := store.Now()
+	rows := make([][]any, len(records))
+	for i, r := range records {
+		raw := []byte("{}")
+		if len(r.Details) > 0 {
+			var err error
+			if raw, err = json.Marshal(r.Details); err != nil {
+				return fmt.Errorf("audit details: %w", err)
+			}
+		}
+		rows[i] = []any{NewID(), now, r.Actor.UserID, r.Actor.Username, r.Action, r.TargetType, r.TargetID, r.Actor.IP, string(raw)}
+	}
+	err := store.BulkExec(ctx, q, `INSERT INTO audit_log (id, at, actor_id, actor, action, target_type, target_id, ip, details) VALUES `, "", rows)
 	if err != nil {
-		return fmt.Errorf("write audit entry %s: %w", action, err)
+		return fmt.Errorf("write audit entry %s: %w", records[0].Action, err)
 	}
 	return nil
 }

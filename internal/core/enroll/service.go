@@ -26,6 +26,7 @@ import (
 	"github.com/wardvpn/ward/internal/core/identity"
 	"github.com/wardvpn/ward/internal/core/mfa"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/groupcommit"
 	"github.com/wardvpn/ward/internal/mail"
 	"github.com/wardvpn/ward/internal/store"
 )
@@ -85,6 +86,9 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 	mailWG   sync.WaitGroup
+	// touches batches the last-use updates of client tokens: clients sync
+	// in bursts, and one UPDATE for many tokens costs about what one costs.
+	touches *groupcommit.Queue[tokenTouch, error]
 }
 
 // New builds the service.
@@ -95,8 +99,10 @@ func New(db *store.DB, inst core.Instance, vpnSvc *vpn.Service, mfaSvc *mfa.Serv
 	if opts.PasswordParams == (identity.PasswordParams{}) {
 		opts.PasswordParams = identity.DefaultPasswordParams
 	}
-	return &Service{db: db, tokenKey: inst.TokenKey, vpn: vpnSvc, mfa: mfaSvc, mail: opts.Mail, params: opts.PasswordParams,
+	s := &Service{db: db, tokenKey: inst.TokenKey, vpn: vpnSvc, mfa: mfaSvc, mail: opts.Mail, params: opts.PasswordParams,
 		fallback: strings.TrimRight(opts.FallbackURL, "/"), log: opts.Log, now: time.Now}
+	s.touches = &groupcommit.Queue[tokenTouch, error]{Run: s.touchTokens, Max: 200}
+	return s
 }
 
 // InstanceName is the name pages and mails show.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/store"
 )
 
 // LocationConfig is everything a client needs to reach one location.
@@ -69,7 +70,9 @@ func (s *Service) Sync(ctx context.Context, clientToken string) (SyncResult, err
 	now := s.now()
 	// Touch at most once a minute: clients poll.
 	if now.UnixMilli()-lastUsed > time.Minute.Milliseconds() {
-		_, _ = s.db.ExecContext(ctx, `UPDATE client_tokens SET last_used_at = $1 WHERE id = $2`, now.UnixMilli(), tokenID)
+		if err := s.touches.Do(ctx, "", tokenTouch{id: tokenID, at: now.UnixMilli()}); err != nil {
+			s.log.Warn("cannot record client token use", "err", err) // the sync itself goes on
+		}
 	}
 	actor := core.Actor{UserID: userID, Username: username}
 	d, err := s.vpn.GetDevice(ctx, actor, deviceID)
@@ -110,8 +113,8 @@ func (s *Service) locationConfigs(ctx context.Context, actor core.Actor, d vpn.D
 		if err != nil {
 			return nil, err
 		}
-		cfg, err := s.vpn.DeviceConfig(ctx, actor, d.ID, id, "")
-		if errors.Is(err, core.ErrNotFound) || errors.Is(err, core.ErrConflict) {
+		cfg, err := vpn.RenderConfig(d, l, "")
+		if errors.Is(err, core.ErrConflict) {
 			continue
 		}
 		if err != nil {
@@ -134,4 +137,29 @@ func nonNil(v []string) []string {
 		return []string{}
 	}
 	return v
+}
+
+type tokenTouch struct {
+	id string
+	at int64
+}
+
+// touchTokens records the last use of a batch of client tokens in one
+// statement (at the batch's newest time: they were used within moments).
+func (s *Service) touchTokens(ctx context.Context, _ string, batch []tokenTouch) []error {
+	args := []any{int64(0)}
+	ids := make([]string, len(batch))
+	for i, t := range batch {
+		args[0] = max(args[0].(int64), t.at)
+		ids[i] = t.id
+	}
+	_, err := s.db.ExecContext(ctx, `UPDATE client_tokens SET last_used_at = $1 WHERE id IN (`+store.InList(&args, ids...)+`)`, args...)
+	if err != nil {
+		err = fmt.Errorf("touch client tokens: %w", err)
+	}
+	out := make([]error, len(batch))
+	for i := range out {
+		out[i] = err
+	}
+	return out
 }

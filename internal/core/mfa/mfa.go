@@ -353,10 +353,8 @@ func (s *Service) Status(ctx context.Context, userID string) (Status, error) {
 // accepted once: the same code, or one of an earlier time step, is refused
 // afterwards on every replica. Failures count towards the lockout.
 func (s *Service) VerifyTOTP(ctx context.Context, userID, code string) error {
-	a := core.Actor{UserID: userID}
-	// For the audit entry of a failure; a missing user fails below anyway.
-	_ = s.db.QueryRowContext(ctx, `SELECT username FROM users WHERE id = $1`, userID).Scan(&a.Username)
-	return s.verify(ctx, a, userID, code, false)
+	// The username for the audit entry is looked up only on a failure.
+	return s.verify(ctx, core.Actor{UserID: userID}, userID, code, false)
 }
 
 // Verify checks a TOTP code or, failing that, consumes a recovery code.
@@ -450,6 +448,9 @@ func (s *Service) fail(ctx context.Context, a core.Actor, userID string, cause e
 			locked, nowMs, userID); err != nil {
 			return fmt.Errorf("lock mfa: %w", err)
 		}
+	}
+	if a.Username == "" && a.UserID != "" {
+		_ = s.db.QueryRowContext(ctx, `SELECT username FROM users WHERE id = $1`, a.UserID).Scan(&a.Username)
 	}
 	if err := core.Audit(ctx, s.db, a, "mfa.verify_failed", "user", userID, map[string]any{"reason": reason, "locked": locked > 0}); err != nil {
 		return err

@@ -33,9 +33,16 @@ func (s *Service) DeviceConfig(ctx context.Context, a core.Actor, deviceID, loca
 	if err != nil {
 		return "", err
 	}
+	return RenderConfig(d, l, privateKey)
+}
+
+// RenderConfig writes the wg-quick configuration of device d in location l
+// from values already loaded (d with its addresses). privateKey empty puts a
+// placeholder. A device without an address in l is a conflict.
+func RenderConfig(d Device, l Location, privateKey string) (string, error) {
 	var addrs []string
 	for _, addr := range d.Addresses {
-		if addr.LocationID == locationID {
+		if addr.LocationID == l.ID {
 			addrs = append(addrs, addr.Address)
 		}
 	}

@@ -59,12 +59,18 @@ func (r *revisions) bump(ctx context.Context, locationID, kind, subjectID string
 	if err := r.bumpOnce(ctx, locationID, kind, subjectID); err != nil {
 		return err
 	}
-	rev := r.bumped[locationID]
-	for _, k := range keys {
-		if _, err := r.tx.ExecContext(ctx, `INSERT INTO location_change_peers (location_id, revision, public_key) VALUES ($1, $2, $3)
-			ON CONFLICT DO NOTHING`, locationID, rev, k); err != nil {
-			return fmt.Errorf("record changed peer: %w", err)
-		}
+	return insertChangePeers(ctx, r.tx, locationID, r.bumped[locationID], keys)
+}
+
+// insertChangePeers records keys as changed at revision: a batch of MFA
+// logins touches dozens of keys at once.
+func insertChangePeers(ctx context.Context, tx *sql.Tx, locationID string, revision int64, keys []string) error {
+	rows := make([][]any, len(keys))
+	for i, k := range keys {
+		rows[i] = []any{locationID, revision, k}
+	}
+	if err := store.BulkExec(ctx, tx, `INSERT INTO location_change_peers (location_id, revision, public_key) VALUES `, ` ON CONFLICT DO NOTHING`, rows); err != nil {
+		return fmt.Errorf("record changed peers: %w", err)
 	}
 	return nil
 }
@@ -94,11 +100,37 @@ func (r *revisions) bumpOnce(ctx context.Context, locationID, kind, subjectID st
 // otherwise). It returns the new revision; followers are woken after commit.
 // Each call bumps once: call it once per transaction and location.
 func (s *Service) TouchPeers(ctx context.Context, tx *sql.Tx, locationID, kind, subjectID string, keys ...string) (int64, error) {
-	r := s.newRevisions(tx)
-	if err := r.bump(ctx, locationID, kind, subjectID, keys...); err != nil {
+	c, err := s.BeginPeerChange(ctx, tx, locationID, kind, subjectID)
+	if err != nil {
 		return 0, err
 	}
-	return r.bumped[locationID], nil
+	return c.Revision, c.AddPeers(ctx, keys...)
+}
+
+// PeerChange is one revision bump of a location whose changed peers are
+// added as the transaction learns them (TouchPeers when they are known up
+// front).
+type PeerChange struct {
+	tx         *sql.Tx
+	locationID string
+	// Revision is the location's new revision.
+	Revision int64
+}
+
+// BeginPeerChange bumps the location's revision inside tx. On PostgreSQL
+// this takes the location's row lock until the transaction ends, so callers
+// that read and then update state of the location's peers do it first.
+func (s *Service) BeginPeerChange(ctx context.Context, tx *sql.Tx, locationID, kind, subjectID string) (*PeerChange, error) {
+	r := s.newRevisions(tx)
+	if err := r.bumpOnce(ctx, locationID, kind, subjectID); err != nil {
+		return nil, err
+	}
+	return &PeerChange{tx: tx, locationID: locationID, Revision: r.bumped[locationID]}, nil
+}
+
+// AddPeers records keys as changed at the change's revision.
+func (c *PeerChange) AddPeers(ctx context.Context, keys ...string) error {
+	return insertChangePeers(ctx, c.tx, c.locationID, c.Revision, keys)
 }
 
 func requireAdmin(a core.Actor, what string) error {

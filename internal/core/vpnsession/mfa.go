@@ -32,39 +32,74 @@ func (t target) actor() core.Actor { return core.Actor{UserID: t.userID, Usernam
 // loadTarget reads the location and the device with the given key and
 // checks that the device may log in to the location.
 func loadTarget(ctx context.Context, q store.Querier, locationID, publicKey string) (target, error) {
-	t := target{locationID: locationID, publicKey: publicKey}
-	err := q.QueryRowContext(ctx, `SELECT name, mfa_mode, disconnect_threshold FROM locations WHERE id = $1`, locationID).
-		Scan(&t.locationName, &t.mfaMode, &t.threshold)
-	if errors.Is(err, sql.ErrNoRows) {
-		return t, core.NotFound("location")
-	}
+	targets, err := loadTargets(ctx, q, locationID, publicKey)
 	if err != nil {
-		return t, fmt.Errorf("load location: %w", err)
+		return targets[publicKey], err
 	}
-	if t.mfaMode != vpn.MFAInternal {
-		return t, core.Invalid(CodeMFANotEnabled, "location_id", "location %q does not use internal MFA", t.locationName)
-	}
-	var addrs int
-	err = q.QueryRowContext(ctx, `SELECT d.id, d.name, d.kind, d.user_id, u.username, u.email, u.active,
-		(SELECT COUNT(*) FROM device_addresses a WHERE a.device_id = d.id AND a.location_id = $2)
-		FROM devices d JOIN users u ON u.id = d.user_id WHERE d.public_key = $1`, publicKey, locationID).
-		Scan(&t.deviceID, &t.deviceName, &t.deviceKind, &t.userID, &t.username, &t.email, &t.active, &addrs)
-	if errors.Is(err, sql.ErrNoRows) {
-		return t, core.NotFound("device")
-	}
+	t := targets[publicKey]
+	return t, t.check()
+}
+
+// loadTargets reads the location and the devices with the given keys, in
+// one query. Keys without a device map to a target whose deviceID is empty.
+// Only a missing location or SQL errors fail it; check judges each target.
+func loadTargets(ctx context.Context, q store.Querier, locationID string, publicKeys ...string) (map[string]target, error) {
+	args := []any{locationID}
+	rows, err := q.QueryContext(ctx, `SELECT l.name, l.mfa_mode, l.disconnect_threshold, COALESCE(d.public_key, ''), COALESCE(d.id, ''),
+		COALESCE(d.name, ''), COALESCE(d.kind, ''), COALESCE(d.user_id, ''), COALESCE(u.username, ''), COALESCE(u.email, ''), COALESCE(u.active, FALSE),
+		(SELECT COUNT(*) FROM device_addresses a WHERE a.device_id = d.id AND a.location_id = l.id)
+		FROM locations l LEFT JOIN devices d ON d.public_key IN (`+store.InList(&args, publicKeys...)+`)
+		LEFT JOIN users u ON u.id = d.user_id WHERE l.id = $1`, args...)
 	if err != nil {
-		return t, fmt.Errorf("load device: %w", err)
+		return nil, fmt.Errorf("load location and devices: %w", err)
 	}
-	t.hasAddress = addrs > 0
+	defer rows.Close()
+	out := make(map[string]target, len(publicKeys))
+	var loc target
+	found := false
+	for rows.Next() {
+		var t target
+		var key string
+		var addrs int
+		if err := rows.Scan(&t.locationName, &t.mfaMode, &t.threshold, &key, &t.deviceID, &t.deviceName, &t.deviceKind,
+			&t.userID, &t.username, &t.email, &t.active, &addrs); err != nil {
+			return nil, err
+		}
+		found, loc = true, t
+		if key != "" {
+			t.locationID, t.publicKey, t.hasAddress = locationID, key, addrs > 0
+			out[key] = t
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if !found {
+		return out, core.NotFound("location")
+	}
+	for _, k := range publicKeys {
+		if _, ok := out[k]; !ok {
+			out[k] = target{locationID: locationID, locationName: loc.locationName, mfaMode: loc.mfaMode, threshold: loc.threshold, publicKey: k}
+		}
+	}
+	return out, nil
+}
+
+// check tells whether the target's device may log in to its location.
+func (t target) check() error {
 	switch {
+	case t.mfaMode != vpn.MFAInternal:
+		return core.Invalid(CodeMFANotEnabled, "location_id", "location %q does not use internal MFA", t.locationName)
+	case t.deviceID == "":
+		return core.NotFound("device")
 	case !t.active:
-		return t, domainError(core.KindForbidden, CodeAccountDisabled, "the owner of this device is disabled")
+		return domainError(core.KindForbidden, CodeAccountDisabled, "the owner of this device is disabled")
 	case t.deviceKind != vpn.KindUser:
-		return t, domainError(core.KindForbidden, CodeNoAccess, "network devices cannot log in with MFA")
+		return domainError(core.KindForbidden, CodeNoAccess, "network devices cannot log in with MFA")
 	case !t.hasAddress:
-		return t, domainError(core.KindForbidden, CodeNoAccess, "this device has no access to location %q", t.locationName)
+		return domainError(core.KindForbidden, CodeNoAccess, "this device has no access to location %q", t.locationName)
 	}
-	return t, nil
+	return nil
 }
 
 // Start begins an MFA login of the device with the given public key for a
@@ -108,27 +143,8 @@ func (s *Service) Start(ctx context.Context, locationID, devicePublicKey, method
 		}
 		codeHash = s.codeHash(id, code)
 	}
-	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-		var recent int
-		var oldest sql.NullInt64
-		windowStart := now.Add(-s.opts.ChallengeTTL).UnixMilli()
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), MIN(created_at) FROM vpn_mfa_challenges WHERE device_id = $1 AND location_id = $2 AND created_at > $3`,
-			t.deviceID, locationID, windowStart).Scan(&recent, &oldest); err != nil {
-			return fmt.Errorf("count challenges: %w", err)
-		}
-		if recent >= s.opts.MaxStarts {
-			retry := int((oldest.Int64-windowStart)/1000) + 1
-			return &core.Error{Kind: core.KindTooManyAttempts, Code: CodeTooManyAttempts, RetryAfterSeconds: retry,
-				Message: fmt.Sprintf("too many MFA logins started for this device; try again in %d seconds", retry)}
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO vpn_mfa_challenges (id, token_hash, location_id, device_id, user_id, public_key, method, code_hash, created_at, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-			id, s.tokenHash(ch.Token), locationID, t.deviceID, t.userID, key, method, codeHash, now.UnixMilli(), ch.ExpiresAt); err != nil {
-			return fmt.Errorf("create challenge: %w", err)
-		}
-		return core.Audit(ctx, tx, t.actor(), "vpn_mfa.start", "device", t.deviceID,
-			map[string]any{"location_id": locationID, "method": method, "challenge_id": id})
-	})
+	err = s.starts.Do(ctx, "", startRequest{t: t, id: id, tokenHash: s.tokenHash(ch.Token), method: method, codeHash: codeHash,
+		createdAt: now.UnixMilli(), expiresAt: ch.ExpiresAt}).err
 	if err != nil {
 		if e, ok := core.AsError(err); ok && e.Code == CodeTooManyAttempts {
 			s.auditStart(ctx, t, method, "vpn_mfa.start_refused", map[string]any{"reason": e.Code})
@@ -203,6 +219,7 @@ func newPresharedKey() string {
 
 type challengeRow struct {
 	id, locationID, deviceID, userID, publicKey, method, codeHash string
+	username                                                      string
 	attempts                                                      int
 	expiresAt, completedAt                                        int64
 }
@@ -239,9 +256,10 @@ func (s *Service) auditChallenge(ctx context.Context, c challengeRow, action str
 		details = map[string]any{}
 	}
 	details["location_id"], details["method"], details["challenge_id"] = c.locationID, c.method, c.id
-	var username string
-	_ = s.db.QueryRowContext(ctx, `SELECT username FROM users WHERE id = $1`, c.userID).Scan(&username)
-	if err := core.Audit(context.WithoutCancel(ctx), s.db, core.Actor{UserID: c.userID, Username: username}, action, "device", c.deviceID, details); err != nil {
+	if c.username == "" {
+		_ = s.db.QueryRowContext(ctx, `SELECT username FROM users WHERE id = $1`, c.userID).Scan(&c.username)
+	}
+	if err := core.Audit(context.WithoutCancel(ctx), s.db, core.Actor{UserID: c.userID, Username: c.username}, action, "device", c.deviceID, details); err != nil {
 		s.log.Warn("cannot write audit entry", "action", action, "err", err)
 	}
 }
@@ -254,22 +272,17 @@ func (s *Service) auditChallenge(ctx context.Context, c challengeRow, action str
 // together with an *AckError: the session stays valid and the client may
 // still try to connect.
 func (s *Service) Finish(ctx context.Context, token, code string) (Session, error) {
-	c, err := s.loadChallenge(ctx, s.db, s.tokenHash(token))
-	if err != nil {
-		return Session{}, err
-	}
 	now := s.now()
-	if e := s.unusable(c, now); e != nil {
-		s.auditChallenge(ctx, c, "vpn_mfa.refused", map[string]any{"reason": e.Code})
-		return Session{}, e
-	}
 	// Reserve the attempt before checking the code, so parallel guesses
-	// cannot exceed the limit.
-	err = s.db.QueryRowContext(ctx, `UPDATE vpn_mfa_challenges SET attempts = attempts + 1
-		WHERE id = $1 AND completed_at = 0 AND attempts < $2 AND expires_at > $3 RETURNING attempts`,
-		c.id, s.opts.MaxAttempts, now).Scan(&c.attempts)
+	// cannot exceed the limit; the same statement reads the challenge.
+	var c challengeRow
+	err := s.db.QueryRowContext(ctx, `UPDATE vpn_mfa_challenges SET attempts = attempts + 1
+		WHERE token_hash = $1 AND completed_at = 0 AND attempts < $2 AND expires_at > $3
+		RETURNING id, location_id, device_id, user_id, public_key, method, code_hash, attempts, expires_at, completed_at`,
+		s.tokenHash(token), s.opts.MaxAttempts, now).
+		Scan(&c.id, &c.locationID, &c.deviceID, &c.userID, &c.publicKey, &c.method, &c.codeHash, &c.attempts, &c.expiresAt, &c.completedAt)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Session{}, s.refuseRaced(ctx, token, now)
+		return Session{}, s.refuse(ctx, token, now)
 	}
 	if err != nil {
 		return Session{}, fmt.Errorf("count attempt: %w", err)
@@ -280,7 +293,10 @@ func (s *Service) Finish(ctx context.Context, token, code string) (Session, erro
 		return Session{}, wrongCode(err, remaining)
 	}
 
-	sess, err := s.authorize(ctx, c)
+	sess, username, err := s.authorize(ctx, c)
+	if username != "" {
+		c.username = username
+	}
 	if err != nil {
 		if e, ok := core.AsError(err); ok {
 			s.auditChallenge(ctx, c, "vpn_mfa.refused", map[string]any{"reason": e.Code})
@@ -321,9 +337,9 @@ func wrongCode(err error, remaining int) error {
 	return core.Invalid(CodeInvalidCode, "code", "wrong code; %d attempts left", remaining)
 }
 
-// refuseRaced explains why reserving an attempt failed: the challenge
-// changed since it was read (completed, expired or out of attempts).
-func (s *Service) refuseRaced(ctx context.Context, token string, now int64) error {
+// refuse explains why a challenge takes no code (unknown, completed,
+// expired or out of attempts) and audits the refusal.
+func (s *Service) refuse(ctx context.Context, token string, now int64) error {
 	c, err := s.loadChallenge(ctx, s.db, s.tokenHash(token))
 	if err != nil {
 		return err
@@ -353,106 +369,6 @@ func (s *Service) verify(ctx context.Context, c challengeRow, code string) error
 		return s.opts.Verifier.VerifyTOTP(ctx, c.userID, code)
 	}
 	return fmt.Errorf("unknown method %q", c.method)
-}
-
-// authorize turns a verified challenge into a session, in one transaction:
-// the challenge is consumed, the device's previous session closed, the new
-// one created and the location's revision bumped with the device's key.
-func (s *Service) authorize(ctx context.Context, c challengeRow) (Session, error) {
-	var sess Session
-	err := s.db.Tx(ctx, func(tx *sql.Tx) error {
-		t, err := loadTarget(ctx, tx, c.locationID, c.publicKey)
-		if err != nil {
-			return err
-		}
-		if t.deviceID != c.deviceID {
-			return core.NotFound("device")
-		}
-		now := s.now()
-		sess = Session{ID: core.NewID(), LocationID: c.locationID, DeviceID: c.deviceID, UserID: c.userID, PublicKey: c.publicKey,
-			Method: c.method, State: StateNew, PresharedKey: newPresharedKey(), CreatedAt: now,
-			DisconnectThreshold: t.threshold, ConnectBy: now + int64(t.threshold)*1000}
-		// The bump comes first: it takes the location's row lock, which
-		// serialises logins and sweeps of the location (same lock order).
-		if sess.Revision, err = s.vpn.TouchPeers(ctx, tx, c.locationID, "mfa.session", sess.ID, c.publicKey); err != nil {
-			return err
-		}
-		res, err := tx.ExecContext(ctx, `UPDATE vpn_mfa_challenges SET completed_at = $2, session_id = $3
-			WHERE id = $1 AND completed_at = 0 AND expires_at > $2`, c.id, now, sess.ID)
-		if err != nil {
-			return fmt.Errorf("complete challenge: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return domainError(core.KindUnauthenticated, CodeChallengeUsed, "this MFA login was already completed; start again")
-		}
-		replaced, err := closeActive(ctx, tx, c.locationID, c.deviceID, now)
-		if err != nil {
-			return err
-		}
-		var otherKeys []string
-		for _, r := range replaced {
-			if r.publicKey != c.publicKey {
-				otherKeys = append(otherKeys, r.publicKey)
-			}
-			if err := core.Audit(ctx, tx, t.actor(), "vpn_session.closed", "vpn_session", r.id, map[string]any{
-				"location_id": c.locationID, "device_id": c.deviceID, "reason": ReasonReplaced, "previous_state": r.state, "replaced_by": sess.ID}); err != nil {
-				return err
-			}
-		}
-		if len(otherKeys) > 0 {
-			// The replaced session was authorized for a key the device no
-			// longer has: make sure gateways drop that key too.
-			if sess.Revision, err = s.vpn.TouchPeers(ctx, tx, c.locationID, "mfa.session", sess.ID, otherKeys...); err != nil {
-				return err
-			}
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO vpn_sessions (id, location_id, device_id, user_id, public_key, method, state, preshared_key, revision, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-			sess.ID, sess.LocationID, sess.DeviceID, sess.UserID, sess.PublicKey, sess.Method, StateNew, sess.PresharedKey, sess.Revision, now); err != nil {
-			return fmt.Errorf("create session: %w", err)
-		}
-		if err := core.Audit(ctx, tx, t.actor(), "vpn_mfa.success", "device", c.deviceID, map[string]any{
-			"location_id": c.locationID, "method": c.method, "challenge_id": c.id, "session_id": sess.ID}); err != nil {
-			return err
-		}
-		return core.Audit(ctx, tx, t.actor(), "vpn_session.created", "vpn_session", sess.ID, map[string]any{
-			"location_id": c.locationID, "device_id": c.deviceID, "public_key": c.publicKey, "method": c.method, "revision": sess.Revision})
-	})
-	return sess, err
-}
-
-type closedSession struct{ id, state, publicKey string }
-
-// closeActive closes the device's active sessions in the location as
-// replaced and returns them. The caller holds the location's row lock (it
-// bumped the revision), which keeps other logins and sweeps of the location
-// out between the read and the update.
-func closeActive(ctx context.Context, tx *sql.Tx, locationID, deviceID string, now int64) ([]closedSession, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT id, state, public_key FROM vpn_sessions
-		WHERE location_id = $1 AND device_id = $2 AND state IN ('new', 'connected')`, locationID, deviceID)
-	if err != nil {
-		return nil, fmt.Errorf("previous session: %w", err)
-	}
-	var out []closedSession
-	for rows.Next() {
-		var c closedSession
-		if err := rows.Scan(&c.id, &c.state, &c.publicKey); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	for _, c := range out {
-		if _, err := tx.ExecContext(ctx, `UPDATE vpn_sessions SET state = 'disconnected', closed_at = $2, close_reason = $3, preshared_key = ''
-			WHERE id = $1 AND state = $4`, c.id, now, ReasonReplaced, c.state); err != nil {
-			return nil, fmt.Errorf("close previous session: %w", err)
-		}
-	}
-	return out, nil
 }
 
 // gatewayState is a gateway of a location merged over all core replicas'

@@ -23,6 +23,7 @@ import (
 
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/groupcommit"
 	"github.com/wardvpn/ward/internal/store"
 )
 
@@ -143,6 +144,8 @@ type Service struct {
 	tokenKey []byte
 	opts     Options
 	log      *slog.Logger
+	auth     *groupcommit.Queue[challengeRow, authResult]
+	starts   *groupcommit.Queue[startRequest, startResult]
 }
 
 // New builds the service. vpnSvc must be the process's VPN service, so that
@@ -171,7 +174,9 @@ func New(db *store.DB, vpnSvc *vpn.Service, inst core.Instance, opts Options) *S
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{db: db, vpn: vpnSvc, tokenKey: inst.TokenKey, opts: opts, log: log}
+	s := &Service{db: db, vpn: vpnSvc, tokenKey: inst.TokenKey, opts: opts, log: log}
+	s.auth, s.starts = s.newAuthQueue(), s.newStartQueue()
+	return s
 }
 
 func (s *Service) now() int64 { return s.opts.Now().UnixMilli() }

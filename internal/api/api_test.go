@@ -257,6 +257,11 @@ func TestBadInput(t *testing.T) {
 			{"missing endpoint", admin, "POST", "/locations", map[string]any{"name": "branch", "addresses": []string{"10.20.0.0/24"}}, nil, 400, "missing_field", "endpoint"},
 			{"bad allowed_ips", admin, "POST", "/locations", validLocation(map[string]any{"allowed_ips": []string{"0.0.0.0/99"}}), nil, 400, "invalid_cidr", "allowed_ips"},
 			{"bad listen port", admin, "POST", "/locations", validLocation(map[string]any{"listen_port": 70000}), nil, 400, "invalid_port", "listen_port"},
+			{"unknown peers_without_core", admin, "POST", "/locations", validLocation(map[string]any{"peers_without_core": "maybe"}), nil, 400, "invalid_value", "peers_without_core"},
+			{"drop_peers_after of 10 s", admin, "POST", "/locations", validLocation(map[string]any{"peers_without_core": "drop", "drop_peers_after": 10}), nil, 400, "invalid_value", "drop_peers_after"},
+			{"drop_peers_after over 30 days", admin, "POST", "/locations", validLocation(map[string]any{"drop_peers_after": 30*86400 + 1}), nil, 400, "invalid_value", "drop_peers_after"},
+			{"patch peers_without_core to maybe", admin, "PATCH", "/locations/" + loc.ID, map[string]any{"peers_without_core": "maybe"}, nil, 400, "invalid_value", "peers_without_core"},
+			{"patch drop_peers_after to 10 s", admin, "PATCH", "/locations/" + loc.ID, map[string]any{"peers_without_core": "drop", "drop_peers_after": 10}, nil, 400, "invalid_value", "drop_peers_after"},
 
 			// Device keys and names.
 			{"public key not base64", admin, "POST", "/devices", map[string]any{"name": "x", "public_key": "not base64!!"}, nil, 400, "invalid_public_key", "public_key"},

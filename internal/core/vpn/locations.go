@@ -19,6 +19,19 @@ const (
 	MFAInternal = "internal"
 )
 
+// What the gateways of a location do with the peers of devices that need no
+// MFA once no core replica has been connected to them for the location's
+// DropPeersAfter seconds. Peers of MFA sessions are not covered: they always
+// expire by their session rules.
+const (
+	// PeersWithoutCoreKeep keeps the last known good peers, so an outage of
+	// core never cuts tunnels that need no fresh authorization.
+	PeersWithoutCoreKeep = "keep"
+	// PeersWithoutCoreDrop removes them, for sites where a device revoked
+	// during an outage of core must lose access within a bounded time.
+	PeersWithoutCoreDrop = "drop"
+)
+
 // Defaults and limits of location settings.
 const (
 	DefaultListenPort          = 51820
@@ -26,6 +39,11 @@ const (
 	DefaultMTU                 = 1420
 	DefaultDisconnectThreshold = 300
 	MinMFADisconnectThreshold  = 120
+	DefaultDropPeersAfter      = 3600
+	// A minute keeps a core restart or a short network blip from dropping
+	// peers; a month is far beyond any outage worth riding out with "drop".
+	MinDropPeersAfter = 60
+	MaxDropPeersAfter = 30 * 86400
 )
 
 // SetTestMinMFADisconnectThreshold lowers the minimum disconnect threshold
@@ -64,6 +82,8 @@ type Location struct {
 	FwMark              int      `json:"fwmark"`
 	MFAMode             string   `json:"mfa_mode"`
 	DisconnectThreshold int      `json:"disconnect_threshold"`
+	PeersWithoutCore    string   `json:"peers_without_core"`
+	DropPeersAfter      int      `json:"drop_peers_after"`
 	AllGroups           bool     `json:"all_groups"`
 	AllowedGroups       []string `json:"allowed_groups"`
 	PublicKey           string   `json:"public_key"`
@@ -89,6 +109,8 @@ type LocationInput struct {
 	FwMark              *int      `json:"fwmark"`
 	MFAMode             *string   `json:"mfa_mode"`
 	DisconnectThreshold *int      `json:"disconnect_threshold"`
+	PeersWithoutCore    *string   `json:"peers_without_core"`
+	DropPeersAfter      *int      `json:"drop_peers_after"`
 	AllGroups           *bool     `json:"all_groups"`
 	AllowedGroups       *[]string `json:"allowed_groups"`
 }
@@ -202,6 +224,20 @@ func (in LocationInput) apply(l *Location, minMFA int) error {
 	if l.DisconnectThreshold < minThreshold || l.DisconnectThreshold > 7*86400 {
 		return core.Invalid("invalid_value", "disconnect_threshold", "must be between %d and %d seconds for this MFA mode", minThreshold, 7*86400)
 	}
+	if in.PeersWithoutCore != nil {
+		l.PeersWithoutCore = *in.PeersWithoutCore
+	}
+	if l.PeersWithoutCore != PeersWithoutCoreKeep && l.PeersWithoutCore != PeersWithoutCoreDrop {
+		return core.Invalid("invalid_value", "peers_without_core", "must be %q or %q", PeersWithoutCoreKeep, PeersWithoutCoreDrop)
+	}
+	if in.DropPeersAfter != nil {
+		l.DropPeersAfter = *in.DropPeersAfter
+	}
+	// Validated with "keep" too, so switching to "drop" later can never
+	// activate a value that was never checked.
+	if l.DropPeersAfter < MinDropPeersAfter || l.DropPeersAfter > MaxDropPeersAfter {
+		return core.Invalid("invalid_value", "drop_peers_after", "must be between %d and %d seconds", MinDropPeersAfter, MaxDropPeersAfter)
+	}
 	if in.AllGroups != nil {
 		l.AllGroups = *in.AllGroups
 	}
@@ -225,6 +261,7 @@ func (s *Service) CreateLocation(ctx context.Context, a core.Actor, in LocationI
 	}
 	l := Location{ListenPort: DefaultListenPort, Keepalive: DefaultKeepalive, MTU: DefaultMTU, MFAMode: MFADisabled,
 		DisconnectThreshold: DefaultDisconnectThreshold, AllGroups: in.AllowedGroups == nil || len(*in.AllowedGroups) == 0,
+		PeersWithoutCore: PeersWithoutCoreKeep, DropPeersAfter: DefaultDropPeersAfter,
 		ExtraEndpoints: []string{}, DNS: []string{}, AllowedGroups: []string{}}
 	if err := in.apply(&l, s.minMFAThreshold()); err != nil {
 		return Location{}, err
@@ -244,10 +281,10 @@ func (s *Service) CreateLocation(ctx context.Context, a core.Actor, in LocationI
 		now := store.Now()
 		v4, v6 := l.familyCIDR(4), l.familyCIDR(6)
 		_, err := tx.ExecContext(ctx, `INSERT INTO locations (id, name, ipv4_cidr, ipv6_cidr, listen_port, endpoint, extra_endpoints, allowed_ips, dns,
-			keepalive, mtu, fwmark, mfa_mode, disconnect_threshold, all_groups, private_key, public_key, revision, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, 1, $18, $18)`,
+			keepalive, mtu, fwmark, mfa_mode, disconnect_threshold, peers_without_core, drop_peers_after, all_groups, private_key, public_key, revision, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 1, $20, $20)`,
 			l.ID, l.Name, v4, v6, l.ListenPort, l.Endpoint, joinList(l.ExtraEndpoints), joinList(l.AllowedIPs), joinList(l.DNS),
-			l.Keepalive, l.MTU, l.FwMark, l.MFAMode, l.DisconnectThreshold, l.AllGroups, l.privateKey, l.PublicKey, now)
+			l.Keepalive, l.MTU, l.FwMark, l.MFAMode, l.DisconnectThreshold, l.PeersWithoutCore, l.DropPeersAfter, l.AllGroups, l.privateKey, l.PublicKey, now)
 		if store.UniqueViolationOn(err, "name") {
 			return core.Conflict("duplicate_name", "name", "a location with this name already exists")
 		}
@@ -348,13 +385,13 @@ func setLocationGroups(ctx context.Context, tx *sql.Tx, locationID string, names
 }
 
 const locationColumns = `id, name, ipv4_cidr, ipv6_cidr, listen_port, endpoint, extra_endpoints, allowed_ips, dns, keepalive, mtu, fwmark,
-	mfa_mode, disconnect_threshold, all_groups, private_key, public_key, revision, created_at, updated_at`
+	mfa_mode, disconnect_threshold, peers_without_core, drop_peers_after, all_groups, private_key, public_key, revision, created_at, updated_at`
 
 func scanLocation(row interface{ Scan(...any) error }) (Location, error) {
 	var l Location
 	var v4, v6, extra, allowed, dns string
 	err := row.Scan(&l.ID, &l.Name, &v4, &v6, &l.ListenPort, &l.Endpoint, &extra, &allowed, &dns, &l.Keepalive, &l.MTU, &l.FwMark,
-		&l.MFAMode, &l.DisconnectThreshold, &l.AllGroups, &l.privateKey, &l.PublicKey, &l.Revision, &l.CreatedAt, &l.UpdatedAt)
+		&l.MFAMode, &l.DisconnectThreshold, &l.PeersWithoutCore, &l.DropPeersAfter, &l.AllGroups, &l.privateKey, &l.PublicKey, &l.Revision, &l.CreatedAt, &l.UpdatedAt)
 	if err != nil {
 		return l, err
 	}
@@ -508,9 +545,10 @@ func (s *Service) UpdateLocation(ctx context.Context, a core.Actor, id string, i
 			}
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE locations SET name = $2, ipv4_cidr = $3, ipv6_cidr = $4, listen_port = $5, endpoint = $6, extra_endpoints = $7,
-			allowed_ips = $8, dns = $9, keepalive = $10, mtu = $11, fwmark = $12, mfa_mode = $13, disconnect_threshold = $14, all_groups = $15, updated_at = $16
+			allowed_ips = $8, dns = $9, keepalive = $10, mtu = $11, fwmark = $12, mfa_mode = $13, disconnect_threshold = $14, peers_without_core = $15,
+			drop_peers_after = $16, all_groups = $17, updated_at = $18
 			WHERE id = $1`, id, l.Name, l.familyCIDR(4), l.familyCIDR(6), l.ListenPort, l.Endpoint, joinList(l.ExtraEndpoints), joinList(l.AllowedIPs),
-			joinList(l.DNS), l.Keepalive, l.MTU, l.FwMark, l.MFAMode, l.DisconnectThreshold, l.AllGroups, store.Now())
+			joinList(l.DNS), l.Keepalive, l.MTU, l.FwMark, l.MFAMode, l.DisconnectThreshold, l.PeersWithoutCore, l.DropPeersAfter, l.AllGroups, store.Now())
 		if store.UniqueViolationOn(err, "name") {
 			return core.Conflict("duplicate_name", "name", "a location with this name already exists")
 		}
@@ -574,6 +612,8 @@ func (in LocationInput) auditDetails() map[string]any {
 	add("fwmark", in.FwMark != nil, in.FwMark)
 	add("mfa_mode", in.MFAMode != nil, in.MFAMode)
 	add("disconnect_threshold", in.DisconnectThreshold != nil, in.DisconnectThreshold)
+	add("peers_without_core", in.PeersWithoutCore != nil, in.PeersWithoutCore)
+	add("drop_peers_after", in.DropPeersAfter != nil, in.DropPeersAfter)
 	add("all_groups", in.AllGroups != nil, in.AllGroups)
 	add("allowed_groups", in.AllowedGroups != nil, in.AllowedGroups)
 	return d

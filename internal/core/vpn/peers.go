@@ -28,6 +28,16 @@ type GatewayInterface struct {
 	Addresses    []string
 	MTU          int
 	FwMark       int
+	// PeersWithoutCore and DropPeersAfter are the location's policy for life
+	// without core: with PeersWithoutCoreDrop the gateway removes the peers
+	// of devices that need no MFA once no core replica has been connected to
+	// it for DropPeersAfter seconds (MFA peers expire by their session rules).
+	PeersWithoutCore string
+	DropPeersAfter   int
+	// MFADisconnectThreshold (seconds) is the location's disconnect
+	// threshold when its peers are MFA sessions, 0 otherwise: without core,
+	// the gateway expires those peers by it.
+	MFADisconnectThreshold int
 }
 
 // GatewayUpdate is what a gateway at some revision needs next: either a full
@@ -100,8 +110,12 @@ func (s *Service) GatewayUpdateSince(ctx context.Context, locationID string, fro
 }
 
 func gatewayInterface(l Location) GatewayInterface {
-	return GatewayInterface{LocationID: l.ID, LocationName: l.Name, PrivateKey: l.privateKey, ListenPort: l.ListenPort,
-		Addresses: slices.Clone(l.Addresses), MTU: l.MTU, FwMark: l.FwMark}
+	gi := GatewayInterface{LocationID: l.ID, LocationName: l.Name, PrivateKey: l.privateKey, ListenPort: l.ListenPort,
+		Addresses: slices.Clone(l.Addresses), MTU: l.MTU, FwMark: l.FwMark, PeersWithoutCore: l.PeersWithoutCore, DropPeersAfter: l.DropPeersAfter}
+	if l.MFAMode != MFADisabled {
+		gi.MFADisconnectThreshold = l.DisconnectThreshold
+	}
+	return gi
 }
 
 // locationPeers lists the peers of a location: devices of active users with

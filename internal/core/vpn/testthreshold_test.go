@@ -13,7 +13,7 @@ func TestTestMinMFADisconnectThreshold(t *testing.T) {
 	mode, five, sixty := MFAInternal, 5, 60
 	validate := func(threshold *int) error {
 		l := Location{Name: "x", ListenPort: DefaultListenPort, MTU: DefaultMTU, MFAMode: MFADisabled, DisconnectThreshold: DefaultDisconnectThreshold,
-			Addresses: []string{"10.9.0.1/24"}, Endpoint: "vpn.example.com"}
+			PeersWithoutCore: PeersWithoutCoreKeep, DropPeersAfter: DefaultDropPeersAfter, Addresses: []string{"10.9.0.1/24"}, Endpoint: "vpn.example.com"}
 		return LocationInput{MFAMode: &mode, DisconnectThreshold: threshold}.apply(&l, svc.minMFAThreshold())
 	}
 	for _, tc := range []struct {

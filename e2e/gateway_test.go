@@ -628,6 +628,12 @@ func TestGatewayDataPlane(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the client did not recover within 45 s of the gateway restart")
 			}
+			// The restarted gateway initiates handshakes to the endpoints it
+			// saved (--handshake-on-start, the default): without that the
+			// client waits WireGuard's ~15 s. Loose bound: shared machine.
+			if back := recovered.Sub(started); back > 5*time.Second {
+				t.Errorf("client traffic back %s after the gateway restarted: the gateway did not initiate the handshake", ms(back))
+			}
 			var lastOK time.Time
 			for _, r := range p.snapshot() {
 				if r.err == nil && r.end.Before(stopped) {

@@ -23,6 +23,8 @@ const usage = `ward: a WireGuard VPN platform built for high availability
 Usage:
   ward core [flags]                   run the control plane (REST API, gateway links)
   ward gateway [flags]                run a WireGuard gateway for one location
+  ward gateway notify STATE           keepalived notify hook: master, backup, fault or stop
+  ward gateway healthcheck            exit 0 when the gateway's /readyz answers 200 (keepalived track_script)
   ward proxy [flags]                  run the public proxy (enrollment, MFA, client sync)
   ward client COMMAND                 the VPN client: enroll, status, up, down, sync ("ward client help")
   ward admin reset-password USER      set a user's password directly in the database
@@ -48,7 +50,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "core":
 		err = runCore(ctx, args[1:], stdout, stderr)
 	case "gateway":
-		err = runGateway(ctx, args[1:], stderr)
+		err = runGateway(ctx, args[1:], stdout, stderr)
 	case "proxy":
 		err = runProxy(ctx, args[1:], stderr)
 	case "client":

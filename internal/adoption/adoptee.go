@@ -259,3 +259,18 @@ func (a *Adoptee) Forget() error {
 	a.mu.Unlock()
 	return RemoveFile(a.dataDir, IdentityFile)
 }
+
+// CAPublicKey is the public key of the CA this component was adopted by
+// (core signs gateway configurations with it), or nil when not adopted.
+func (a *Adoptee) CAPublicKey() crypto.PublicKey {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	if a.ident == nil {
+		return nil
+	}
+	cert, err := x509.ParseCertificate(a.ident.CADER)
+	if err != nil {
+		return nil
+	}
+	return cert.PublicKey
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/wardvpn/ward/internal/gateway/wgengine"
 	gw "github.com/wardvpn/ward/internal/rpc/gatewayv1"
+	"github.com/wardvpn/ward/internal/wgbind"
 )
 
 // errGap means a Changes message starts past the applied revision.
@@ -29,7 +30,9 @@ type applied struct {
 func (g *Gateway) applySnapshot(s *gw.Snapshot) (bool, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.state.revision != 0 && s.GetRevision() <= g.state.revision {
+	// A gateway that removed peers by itself while core was away takes the
+	// snapshot of its own revision too: that is how they come back.
+	if g.state.revision != 0 && s.GetRevision() <= g.state.revision && !(g.localDirty && s.GetRevision() == g.state.revision) {
 		return false, nil
 	}
 	if err := g.configureLocked(s.GetInterface()); err != nil {
@@ -54,6 +57,11 @@ func (g *Gateway) applySnapshot(s *gw.Snapshot) (bool, error) {
 		return false, err
 	}
 	g.noteInstalledLocked(current, set)
+	for _, p := range set {
+		g.noteTouchedLocked(p.PublicKey)
+	}
+	g.noteTouchedLocked(remove...)
+	g.localDirty = false
 	g.state = applied{revision: s.GetRevision(), iface: s.GetInterface(), peers: byKey}
 	g.afterApplyLocked(len(set), len(remove))
 	return true, nil
@@ -97,6 +105,10 @@ func (g *Gateway) applyChanges(c *gw.Changes) (bool, error) {
 		// The generation is kept: a later reinstall must get a new one.
 		delete(g.state.peers, k)
 	}
+	g.noteTouchedLocked(remove...)
+	for _, p := range set {
+		g.noteTouchedLocked(p.PublicKey)
+	}
 	for _, p := range c.GetUpserts() {
 		if _, ok := g.state.peers[p.GetPublicKey()]; !ok {
 			g.generation[p.GetPublicKey()]++
@@ -135,8 +147,13 @@ func (g *Gateway) afterApplyLocked(set, removed int) {
 		g.log.Debug("config applied", "revision", g.state.revision, "peers", len(g.state.peers))
 	}
 	g.setMemoryLimitLocked()
-	// Coalesce: one pending signal is enough, and applying (under g.mu)
-	// must never wait for the persist loop, which may be pausing or gone.
+	g.signalPersistLocked()
+}
+
+// signalPersistLocked asks the persist loop to write. Coalesced: one pending
+// signal is enough, and applying (under g.mu) must never wait for the
+// persist loop, which may be pausing or gone.
+func (g *Gateway) signalPersistLocked() {
 	select {
 	case g.persistDirty <- struct{}{}:
 	default:
@@ -175,7 +192,25 @@ func (g *Gateway) configureLocked(iface *gw.Interface) error {
 		if err != nil {
 			return err
 		}
+		// The role applies from the first Configure: a standby's device
+		// never comes up, an active one in active-passive mode takes over
+		// (the role loop initiates once the peers are applied).
+		role := g.roles.get()
+		if role.Role != RoleActive {
+			if err := e.SetActive(false); err != nil {
+				_ = e.Close()
+				return fmt.Errorf("start the interface as standby: %w", err)
+			}
+		}
 		g.engine = e
+		g.engineStandby = role.Role != RoleActive
+		if !g.engineStandby {
+			g.activatedAt = time.Now()
+			// A lone gateway initiates only when it comes back with a saved
+			// configuration (a restart), and only if allowed.
+			g.initiatePending = role.HA || (g.restoring && g.cfg.HandshakeOnStart)
+			g.kickRole()
+		}
 		created = true
 	}
 	if g.state.iface == nil || !sameInterface(g.state.iface, iface) || created {
@@ -201,18 +236,27 @@ func (g *Gateway) newEngine(mtu int) (wgengine.Engine, error) {
 	if g.cfg.NewEngine != nil {
 		return g.cfg.NewEngine(mtu)
 	}
+	opts := wgengine.UserspaceOptions{UAPI: g.cfg.UAPI}
+	// Behind a floating IP, replies must leave from the floating IP:
+	// wireguard-go's default bind loses the sticky source with UDP GRO, and
+	// clients then roam to the node's own address and never follow a
+	// failover. wgbind answers from the address each packet came to; it
+	// gives up GSO/GRO, so it is used only where it is needed.
+	if len(g.cfg.FloatingIPs) > 0 {
+		opts.Bind = wgbind.New()
+	}
 	switch g.cfg.Backend {
 	case "kernel":
 		return wgengine.NewKernel(g.cfg.Interface)
 	case "userspace":
-		return wgengine.NewUserspace(g.cfg.Interface, mtu, g.cfg.UAPI, g.log)
+		return wgengine.NewUserspaceWith(g.cfg.Interface, mtu, opts, g.log)
 	}
 	k, err := wgengine.NewKernel(g.cfg.Interface)
 	if err == nil {
 		return k, nil
 	}
 	g.log.Info("kernel WireGuard unavailable, using embedded wireguard-go", "reason", err)
-	return wgengine.NewUserspace(g.cfg.Interface, mtu, g.cfg.UAPI, g.log)
+	return wgengine.NewUserspaceWith(g.cfg.Interface, mtu, opts, g.log)
 }
 
 func (g *Gateway) runHook(name, command string) {

@@ -24,6 +24,9 @@ type fakeEngine struct {
 	applies    []applyCall
 	configures []wgengine.Interface
 	closed     bool
+	standby    bool
+	actives    []bool              // every SetActive call
+	initiated  []map[string]string // every Initiate call
 }
 
 type applyCall struct {
@@ -71,6 +74,32 @@ func (f *fakeEngine) Apply(set []wgengine.PeerConfig, remove []string) error {
 }
 
 func (f *fakeEngine) Up() bool { return true }
+
+func (f *fakeEngine) SetActive(active bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.standby = !active
+	f.actives = append(f.actives, active)
+	return nil
+}
+
+func (f *fakeEngine) Initiate(endpoints map[string]string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.standby {
+		return 0, wgengine.ErrStandby
+	}
+	f.initiated = append(f.initiated, maps.Clone(endpoints))
+	n := 0
+	for k, e := range endpoints {
+		if p, ok := f.peers[k]; ok {
+			p.Endpoint = e
+			f.peers[k] = p
+			n++
+		}
+	}
+	return n, nil
+}
 
 func (f *fakeEngine) Close() error {
 	f.mu.Lock()
@@ -366,6 +395,14 @@ func TestPersistAndRestore(t *testing.T) {
 	if _, err := g.applyChanges(&gw.Changes{FromRevision: 3, ToRevision: 4, Interface: iface, Upserts: []*gw.Peer{peerMsg(kC, "10.10.0.4/32")}, Removes: []string{kB}}); err != nil {
 		t.Fatal(err)
 	}
+	// Not signed by core yet: nothing of the configuration is written.
+	g.persistNow()
+	if saved, err := loadConfig(dir); err != nil || saved == nil || saved.Revision != 0 || len(saved.Peers) != 0 {
+		t.Fatalf("unsigned configuration written: %+v, %v", saved, err)
+	}
+	ca := newTestCA(t)
+	ca.use(g)
+	g.handleSignature(ca.sign(t, g))
 	g.persistNow()
 	saved, err := loadConfig(dir)
 	if err != nil || saved == nil {
@@ -380,6 +417,7 @@ func TestPersistAndRestore(t *testing.T) {
 
 	// A new gateway on the same data dir restores the last known good config.
 	g2, fe2 := newTestGateway(t, dir)
+	ca.use(g2)
 	if err := g2.restore(); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -35,6 +37,20 @@ type Config struct {
 	Masquerade    bool          `env:"WARD_MASQUERADE"`
 	LogLevel      string        `env:"WARD_LOG_LEVEL" envDefault:"info"`
 	LogFormat     string        `env:"WARD_LOG_FORMAT" envDefault:"text"`
+	// FloatingIPs switch on active-passive mode: the gateway is active
+	// while one of them is on a local interface (keepalived/VRRP moves
+	// it), standby otherwise. Empty: always active. With them the
+	// userspace engine answers from the address each packet came to
+	// (internal/wgbind, see newEngine).
+	// WARD_FLOATING_IP (comma-separated) is read in ParseConfig.
+	FloatingIPs []netip.Addr `env:"-"`
+	// HandshakeOnStart: a gateway that starts with a saved configuration
+	// initiates handshakes to the peers' last known endpoints, so clients
+	// of a restarted gateway are back within a round trip instead of
+	// WireGuard's 15 s. Behind a UDP load balancer whose nodes clients can
+	// reach directly, turn it off: a client answering a node's own
+	// address would roam to it and leave the balancer.
+	HandshakeOnStart bool `env:"WARD_HANDSHAKE_ON_START" envDefault:"true"`
 	// NewEngine, when set, creates the WireGuard engine in place of
 	// Backend (embedders, e.g. `ward demo` with wgengine.Netstack).
 	NewEngine func(mtu int) (wgengine.Engine, error) `env:"-"`
@@ -63,6 +79,25 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&c.UAPI, "uapi", c.UAPI, "userspace backend: expose a UAPI socket so `wg show` works (WARD_UAPI)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (WARD_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (WARD_LOG_FORMAT)")
+	if v := os.Getenv("WARD_FLOATING_IP"); v != "" {
+		ips, err := parseAddrList(v)
+		if err != nil {
+			return c, fmt.Errorf("environment: WARD_FLOATING_IP: %w", err)
+		}
+		c.FloatingIPs = ips
+	}
+	fromFlags := false
+	fs.BoolVar(&c.HandshakeOnStart, "handshake-on-start", c.HandshakeOnStart,
+		"after a restart, initiate handshakes to the peers' last known endpoints; off behind a UDP load balancer (WARD_HANDSHAKE_ON_START)")
+	fs.Func("floating-ip", "active-passive: active only while this address is on a local interface; repeatable or comma-separated (WARD_FLOATING_IP)",
+		func(v string) error {
+			if !fromFlags { // flags replace the variable's list
+				c.FloatingIPs, fromFlags = nil, true
+			}
+			ips, err := parseAddrList(v)
+			c.FloatingIPs = append(c.FloatingIPs, ips...)
+			return err
+		})
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -77,10 +112,28 @@ func ParseConfig(args []string, stderr io.Writer) (Config, error) {
 	if len(c.Interface) == 0 || len(c.Interface) > 15 {
 		return c, fmt.Errorf("--interface must be 1 to 15 characters")
 	}
+	for i, a := range c.FloatingIPs {
+		if !a.IsValid() || a.IsUnspecified() {
+			return c, fmt.Errorf("--floating-ip %q is not a usable address", a)
+		}
+		c.FloatingIPs[i] = a.Unmap()
+	}
 	if c.StatsInterval < 100*time.Millisecond {
 		return c, fmt.Errorf("--stats-interval must be at least 100ms")
 	}
 	return c, logging.Validate(c.LogLevel, c.LogFormat)
+}
+
+func parseAddrList(v string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, part := range strings.Split(v, ",") {
+		a, err := netip.ParseAddr(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fmt.Errorf("not an IP address: %q", part)
+		}
+		out = append(out, a.Unmap())
+	}
+	return out, nil
 }
 
 // Logger builds the process logger.

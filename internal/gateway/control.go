@@ -38,6 +38,11 @@ func (g *Gateway) Control(stream gw.Gateway_ControlServer) error {
 	g.mu.Lock()
 	hello := &gw.Hello{GatewayId: g.gatewayID(), Version: g.version, ProtocolVersions: []uint32{ProtocolVersion}, BootId: g.bootID,
 		AppliedRevision: g.state.revision}
+	if g.localDirty {
+		// Peers were removed here while core was away: only a snapshot
+		// brings back the ones core still wants.
+		hello.AppliedRevision = 0
+	}
 	if g.state.iface != nil {
 		hello.LocationId = g.state.iface.GetLocationId()
 	}
@@ -113,6 +118,10 @@ func (g *Gateway) handle(link *coreLink, msg *gw.CoreMessage) error {
 			return status.Errorf(codes.Internal, "apply changes: %v", err)
 		}
 		return g.ack(link)
+	case *gw.CoreMessage_ConfigSignature:
+		g.handleSignature(m.ConfigSignature)
+	case *gw.CoreMessage_PeerEndpoints:
+		g.mergeEndpoints(m.PeerEndpoints.GetEndpoints())
 	case *gw.CoreMessage_StatsAck:
 	case *gw.CoreMessage_Revoked:
 		g.forget(m.Revoked.GetReason())

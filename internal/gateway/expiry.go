@@ -27,12 +27,10 @@ type corePolicy struct {
 
 // expiredPeers returns the keys (sorted) of the peers that must go at now.
 // handshakes holds the newest handshake known per key (this gateway's own,
-// or what core reported seeing on any gateway), installed the time each
-// peer was installed here (a session that was just installed has not had
-// the time to connect; its deadline is expires_at). coreAwaySince is when
-// the last core link went (zero while one is connected: nothing expires
-// then, core decides).
-func expiredPeers(now time.Time, p corePolicy, peers map[string]*gw.Peer, handshakes, installed map[string]time.Time, coreAwaySince time.Time) []string {
+// or what core reported seeing on any gateway). coreAwaySince is when the
+// last core link went (zero while one is connected: nothing expires then,
+// core decides).
+func expiredPeers(now time.Time, p corePolicy, peers map[string]*gw.Peer, handshakes map[string]time.Time, coreAwaySince time.Time) []string {
 	if coreAwaySince.IsZero() {
 		return nil
 	}
@@ -53,16 +51,26 @@ func expiredPeers(now time.Time, p corePolicy, peers map[string]*gw.Peer, handsh
 			continue
 		}
 		// Connected: it lives a threshold past its newest handshake. With
-		// no handshake known at all (core said connected, but this process
-		// never learnt when), count from when it was installed here.
+		// no handshake known at all, core still had the session when it was
+		// last in touch (its sweep would have closed a stale one), so count
+		// from then.
 		newest := hs
 		if newest.IsZero() {
-			newest = installed[key]
+			newest = coreAwaySince
 		}
-		if newest.IsZero() || now.Sub(newest) > p.mfaThreshold {
+		if now.Sub(newest) > p.mfaThreshold {
 			out = append(out, key)
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// policyOf reads the location's life-without-core settings.
+func policyOf(iface *gw.Interface) corePolicy {
+	p := corePolicy{mfaThreshold: time.Duration(iface.GetMfaDisconnectThreshold()) * time.Second}
+	if iface.GetPeersWithoutCore() == "drop" && iface.GetDropPeersAfter() > 0 {
+		p.dropAfter = time.Duration(iface.GetDropPeersAfter()) * time.Second
+	}
+	return p
 }

@@ -18,15 +18,13 @@ func TestExpiredPeers(t *testing.T) {
 		"new-before-dead":    {PublicKey: "new-before-dead", ExpiresAt: now.Add(time.Minute).UnixMilli()},
 		"new-past-dead":      {PublicKey: "new-past-dead", ExpiresAt: now.Add(-time.Second).UnixMilli()},
 		"new-then-connected": {PublicKey: "new-then-connected", ExpiresAt: now.Add(-time.Minute).UnixMilli()},
-		"no-info-recent":     {PublicKey: "no-info-recent"},
-		"no-info-old":        {PublicKey: "no-info-old"},
+		"no-info":            {PublicKey: "no-info"},
 	}
 	handshakes := map[string]time.Time{
 		"connected-fresh":    ago(4 * time.Minute),
 		"connected-stale":    ago(6 * time.Minute),
 		"new-then-connected": ago(time.Minute),
 	}
-	installed := map[string]time.Time{"no-info-recent": ago(time.Minute), "no-info-old": ago(10 * time.Minute)}
 	tests := []struct {
 		name      string
 		policy    corePolicy
@@ -34,15 +32,16 @@ func TestExpiredPeers(t *testing.T) {
 		want      []string
 	}{
 		{"core connected: core decides", mfa, time.Time{}, nil},
-		{"mfa, core away", mfa, ago(time.Second), []string{"connected-stale", "new-past-dead", "no-info-old"}},
+		{"mfa, core away briefly", mfa, ago(time.Second), []string{"connected-stale", "new-past-dead"}},
+		{"mfa, core away long", mfa, ago(10 * time.Minute), []string{"connected-stale", "new-past-dead", "no-info"}},
 		{"no mfa, keep", corePolicy{}, ago(48 * time.Hour), nil},
 		{"no mfa, drop, not yet", corePolicy{dropAfter: time.Hour}, ago(59 * time.Minute), nil},
 		{"no mfa, drop", corePolicy{dropAfter: time.Hour}, ago(time.Hour), []string{"connected-fresh", "connected-stale", "new-before-dead",
-			"new-past-dead", "new-then-connected", "no-info-old", "no-info-recent"}},
+			"new-past-dead", "new-then-connected", "no-info"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := expiredPeers(now, tt.policy, peers, handshakes, installed, tt.awaySince)
+			got := expiredPeers(now, tt.policy, peers, handshakes, tt.awaySince)
 			if !slices.Equal(got, tt.want) {
 				t.Fatalf("expired %v, want %v", got, tt.want)
 			}

@@ -2,14 +2,17 @@ package gateway
 
 import (
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -47,6 +50,26 @@ type Gateway struct {
 	state      applied
 	generation map[string]uint64
 	lastApply  time.Time
+	// Active-passive role (see role.go, takeover.go). engineStandby is
+	// what the engine was last told; endpoints is where peers were last
+	// seen (from core, persisted), used when taking over.
+	roles           *roles
+	roleKick        chan struct{}
+	engineStandby   bool
+	initiatePending bool
+	activatedAt     time.Time
+	lastTakeover    *TakeoverStatus
+	endpoints       map[string]knownEndpoint
+	endpointsDirty  bool
+	// Life without core (signed.go): the last configuration core signed,
+	// the keys changed since, and whether peers were removed here (the
+	// device then differs from core's revision until a snapshot).
+	signed     *signedConfig
+	caKey      func() crypto.PublicKey // core's CA, which signs configurations
+	touched    map[string]bool
+	localDirty bool
+	started    time.Time
+	restoring  bool // applying the saved configuration at boot
 
 	linksMu     sync.Mutex
 	links       map[*coreLink]struct{}
@@ -66,16 +89,22 @@ func New(cfg Config, version string, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	g := &Gateway{cfg: cfg, log: log, version: version, bootID: core.NewID(), generation: map[string]uint64{},
-		links: map[*coreLink]struct{}{}, persistDirty: make(chan struct{}, 1), shutdown: make(chan struct{}), memLimitFromEnv: os.Getenv("GOMEMLIMIT") != ""}
+		links: map[*coreLink]struct{}{}, persistDirty: make(chan struct{}, 1), shutdown: make(chan struct{}), memLimitFromEnv: os.Getenv("GOMEMLIMIT") != "",
+		roles: &roles{st: newRoleState(len(cfg.FloatingIPs) > 0, time.Now())}, roleKick: make(chan struct{}, 1), endpoints: map[string]knownEndpoint{},
+		touched: map[string]bool{}, started: time.Now()}
 	g.state.peers = map[string]*gw.Peer{}
 	g.registry = prometheus.NewRegistry()
 	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	g.metrics = newGatewayMetrics(g.registry, g)
+	// The role is known before the restored config creates the engine, so a
+	// gateway that starts without the floating IP never sends a packet.
+	g.checkFloatingIP()
 	var err error
 	g.adoptee, err = adoption.NewAdoptee(pki.RoleGateway, cfg.DataDir, cfg.JoinToken, log)
 	if err != nil {
 		return nil, err
 	}
+	g.caKey = g.adoptee.CAPublicKey
 	if id := g.adoptee.ID(); id != "" {
 		log.Info("gateway adopted", "gateway_id", id)
 		if err := g.restore(); err != nil {
@@ -92,11 +121,37 @@ func (g *Gateway) restore() error {
 	if err != nil || saved == nil {
 		return err
 	}
-	_, err = g.applySnapshot(&gw.Snapshot{Revision: saved.Revision, Interface: saved.Interface, Peers: saved.Peers})
-	if err == nil {
-		g.log.Info("restored last known good config", "revision", saved.Revision, "peers", len(saved.Peers))
+	g.mu.Lock()
+	for _, e := range saved.Endpoints {
+		g.endpoints[e.PublicKey] = knownEndpoint{Endpoint: e.Endpoint, LastHandshake: e.LastHandshake}
 	}
-	return err
+	g.pruneEndpointsLocked()
+	if saved.Revision == 0 {
+		g.mu.Unlock()
+		return nil // nothing signed yet: only the endpoints
+	}
+	snap, err := g.restoreSigned(saved, time.Now())
+	dirty := g.localDirty
+	g.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.restoring = true
+	g.mu.Unlock()
+	_, err = g.applySnapshot(snap)
+	g.mu.Lock()
+	g.restoring = false
+	g.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.localDirty = dirty
+	g.mu.Unlock()
+	g.log.Info("restored last known good config", "revision", saved.Revision, "peers", len(snap.GetPeers()), "signed_peers", len(saved.Peers),
+		"known_endpoints", len(saved.Endpoints))
+	return nil
 }
 
 // Run serves the control port and the health endpoints until ctx ends.
@@ -117,6 +172,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 // Serve is Run on given listeners (tests pass their own).
 func (g *Gateway) Serve(ctx context.Context, control, health net.Listener) error {
+	notify, err := listenNotify(g.cfg.DataDir)
+	if err != nil {
+		control.Close()
+		if health != nil {
+			health.Close()
+		}
+		return err
+	}
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(g.adoptee.ServerTLS())),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}),
@@ -143,10 +206,19 @@ func (g *Gateway) Serve(ctx context.Context, control, health net.Listener) error
 	}
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	var loops sync.WaitGroup
-	loops.Add(2)
+	loops.Add(5)
 	go func() { defer loops.Done(); g.persistLoop(loopCtx) }()
+	go func() { defer loops.Done(); g.expiryLoop(loopCtx) }()
 	go func() { defer loops.Done(); g.statsLoop(loopCtx) }()
-	g.log.Info("gateway listening", "control", control.Addr().String(), "boot_id", g.bootID)
+	go func() { defer loops.Done(); g.roleLoop(loopCtx) }()
+	go func() { defer loops.Done(); g.serveNotify(notify) }()
+	if len(g.cfg.FloatingIPs) > 0 {
+		loops.Add(1)
+		go func() { defer loops.Done(); g.watchFloatingIP(loopCtx) }()
+	}
+	info := g.roles.get()
+	g.log.Info("gateway listening", "control", control.Addr().String(), "boot_id", g.bootID, "notify_socket", notify.Addr().String(),
+		"role", info.Role, "role_reason", info.Reason)
 
 	var runErr error
 	select {
@@ -156,6 +228,7 @@ func (g *Gateway) Serve(ctx context.Context, control, health net.Listener) error
 	// The stats loop sends a last report while the streams are still open,
 	// so a restart loses no accounting; then the streams end and gRPC stops.
 	stopLoops()
+	notify.Close() // ends serveNotify
 	loops.Wait()
 	close(g.shutdown)
 	stopped := make(chan struct{})
@@ -199,12 +272,22 @@ func (g *Gateway) removeMasqueradeLocked() {
 }
 
 // persistLoop writes the applied config at most every 200 ms, off the apply
-// path so acknowledgements are not held up by disk writes.
+// path so acknowledgements are not held up by disk writes. Endpoint updates
+// alone are written every endpointPersistEvery.
 func (g *Gateway) persistLoop(ctx context.Context) {
+	eps := time.NewTicker(endpointPersistEvery)
+	defer eps.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-eps.C:
+			g.mu.Lock()
+			dirty := g.endpointsDirty
+			g.mu.Unlock()
+			if dirty {
+				g.persistNow()
+			}
 		case <-g.persistDirty:
 			g.persistNow()
 			select {
@@ -217,15 +300,29 @@ func (g *Gateway) persistLoop(ctx context.Context) {
 }
 
 func (g *Gateway) persistNow() {
+	g.linksMu.Lock()
+	contact := g.lastContact
+	g.linksMu.Unlock()
 	g.mu.Lock()
 	if g.state.revision == 0 {
 		g.mu.Unlock()
 		return
 	}
-	saved := savedConfig{Revision: g.state.revision, Interface: g.state.iface, Peers: make([]*gw.Peer, 0, len(g.state.peers))}
-	for _, p := range g.state.peers {
-		saved.Peers = append(saved.Peers, p)
+	// What core signed, plus the keys changed since (left out on restore).
+	var saved savedConfig
+	if s := g.signed; s != nil {
+		saved = savedConfig{Revision: s.revision, Interface: s.iface, Peers: slices.Collect(maps.Values(s.peers)), Signature: s.signature,
+			Touched: slices.Sorted(maps.Keys(g.touched))}
 	}
+	if !contact.IsZero() {
+		saved.CoreContact = contact.UnixMilli()
+	}
+	g.pruneEndpointsLocked()
+	saved.Endpoints = make([]savedEndpoint, 0, len(g.endpoints))
+	for k, e := range g.endpoints {
+		saved.Endpoints = append(saved.Endpoints, savedEndpoint{PublicKey: k, Endpoint: e.Endpoint, LastHandshake: e.LastHandshake})
+	}
+	g.endpointsDirty = false
 	g.mu.Unlock()
 	raw, err := json.Marshal(saved)
 	if err == nil {

@@ -1,18 +1,29 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 type gatewayMetrics struct {
-	applies  prometheus.Counter
-	peers    prometheus.Gauge
-	revision prometheus.Gauge
-	links    prometheus.Gauge
+	applies   prometheus.Counter
+	peers     prometheus.Gauge
+	revision  prometheus.Gauge
+	links     prometheus.Gauge
+	initiated prometheus.Counter
+	endpoints prometheus.Gauge
+	// Life without core.
+	expired           prometheus.Counter
+	signatureFailures prometheus.Counter
 }
 
 func newGatewayMetrics(reg *prometheus.Registry, g *Gateway) *gatewayMetrics {
@@ -21,14 +32,31 @@ func newGatewayMetrics(reg *prometheus.Registry, g *Gateway) *gatewayMetrics {
 		peers:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "ward_gateway_peers", Help: "Peers installed on the interface."}),
 		revision: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ward_gateway_applied_revision", Help: "Location revision applied."}),
 		links:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "ward_gateway_core_links", Help: "Core replicas connected."}),
+		initiated: prometheus.NewCounter(prometheus.CounterOpts{Name: "ward_gateway_takeover_handshakes_total",
+			Help: "Handshakes this gateway initiated when it became active."}),
+		endpoints: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ward_gateway_known_endpoints",
+			Help: "Peers whose recent endpoint is known (from core), for taking over."}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "ward_gateway_peers_expired_total",
+			Help: "Peers the gateway removed by itself while no core was connected (MFA session rules, or the location's drop policy)."}),
+		signatureFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "ward_gateway_config_signature_failures_total",
+			Help: "Configuration signatures from core that did not match the applied configuration."}),
 	}
+	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ward_gateway_active",
+		Help: "1 while this gateway is active (holds the floating IP, or has none configured), 0 while standby."}, func() float64 {
+		if g.roles.active() {
+			return 1
+		}
+		return 0
+	})
+	roleChanges := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "ward_gateway_role_changes_total",
+		Help: "Changes between active and standby since the gateway started."}, func() float64 { return float64(g.roles.get().Changes) })
 	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ward_gateway_ready", Help: "1 when the data plane is ready."}, func() float64 {
 		if ok, _ := g.Ready(); ok {
 			return 1
 		}
 		return 0
 	})
-	reg.MustRegister(m.applies, m.peers, m.revision, m.links, ready)
+	reg.MustRegister(m.applies, m.peers, m.revision, m.links, ready, m.initiated, m.endpoints, active, roleChanges, m.expired, m.signatureFailures)
 	return m
 }
 
@@ -47,6 +75,15 @@ type Status struct {
 	Peers           []PeerStatus `json:"peers"`
 	CoreLinks       []LinkStatus `json:"core_links"`
 	LastCoreContact int64        `json:"last_core_contact"`
+	// Role is "active" or "standby" (active-passive high availability);
+	// RoleSince is when it last changed (Unix ms), RoleReason why.
+	Role           Role            `json:"role"`
+	RoleSince      int64           `json:"role_since"`
+	RoleReason     string          `json:"role_reason"`
+	RoleChanges    uint64          `json:"role_changes"`
+	FloatingIPs    []string        `json:"floating_ips"`
+	KnownEndpoints int             `json:"known_endpoints"`
+	LastTakeover   *TakeoverStatus `json:"last_takeover,omitempty"`
 }
 
 // PeerStatus is one peer in /status.
@@ -71,6 +108,12 @@ func (g *Gateway) Status() Status {
 	s := Status{GatewayID: g.gatewayID(), Version: g.version, BootID: g.bootID, Interface: g.cfg.Interface, Ready: ready, ReadyReason: reason,
 		Peers: []PeerStatus{}, CoreLinks: []LinkStatus{}}
 	s.Adopted = s.GatewayID != ""
+	role := g.roles.get()
+	s.Role, s.RoleSince, s.RoleReason, s.RoleChanges = role.Role, role.Since.UnixMilli(), role.Reason, role.Changes
+	s.FloatingIPs = make([]string, len(g.cfg.FloatingIPs))
+	for i, a := range g.cfg.FloatingIPs {
+		s.FloatingIPs[i] = a.String()
+	}
 	links, last := g.linkSnapshot()
 	for _, l := range links {
 		s.CoreLinks = append(s.CoreLinks, LinkStatus{CoreID: l.coreID, Since: l.since.UnixMilli()})
@@ -81,6 +124,11 @@ func (g *Gateway) Status() Status {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	s.AppliedRevision = g.state.revision
+	s.KnownEndpoints = len(g.endpoints)
+	if g.lastTakeover != nil {
+		t := *g.lastTakeover
+		s.LastTakeover = &t
+	}
 	if g.state.iface != nil {
 		s.LocationID = g.state.iface.GetLocationId()
 	}
@@ -110,7 +158,10 @@ func (g *Gateway) healthHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	// /readyz is the data plane only: a load balancer must keep a working
-	// gateway in rotation while core is away.
+	// gateway in rotation while core is away. A healthy standby is ready
+	// too: keepalived's track script asks whether this node could serve if
+	// it became master, and a standby that looked broken could never be
+	// promoted.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if ok, reason := g.Ready(); !ok {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]string{"code": "not_ready", "message": reason}})
@@ -123,4 +174,43 @@ func (g *Gateway) healthHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.registry, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// Healthcheck asks url (normally /readyz) and fails unless it answers 200
+// within timeout: `ward gateway healthcheck` for keepalived's track_script,
+// so nodes need no curl.
+func Healthcheck(ctx context.Context, url string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+// HealthURL turns a --health-addr into the /readyz URL to probe; an
+// address without host (":50067") means this machine.
+func HealthURL(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("health address %q: %w", addr, err)
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/readyz", nil
 }

@@ -18,6 +18,23 @@ type savedConfig struct {
 	Revision  uint64        `json:"revision"`
 	Interface *gw.Interface `json:"interface"`
 	Peers     []*gw.Peer    `json:"peers"`
+	// Endpoints are where peers were last seen, so a gateway restarted
+	// while core is away can still take over quickly. Older gateways
+	// ignore the field.
+	Endpoints []savedEndpoint `json:"endpoints,omitempty"`
+	// Signature is core's over Revision, Interface and Peers
+	// (internal/gwsign); Touched lists the keys changed after it, which a
+	// restore leaves out. CoreContact (Unix ms) is the last message from
+	// a core: without core, MFA peers expire counting from it.
+	Signature   []byte   `json:"signature,omitempty"`
+	Touched     []string `json:"touched,omitempty"`
+	CoreContact int64    `json:"core_contact,omitempty"`
+}
+
+type savedEndpoint struct {
+	PublicKey     string `json:"public_key"`
+	Endpoint      string `json:"endpoint"`
+	LastHandshake int64  `json:"last_handshake"`
 }
 
 func loadConfig(dir string) (*savedConfig, error) {

@@ -23,7 +23,8 @@ type Options struct {
 	Reconcile time.Duration
 	// RevisionPoll is how often each stream re-reads its location's
 	// revision, so a change made by another replica (or missed) is sent
-	// within this delay even without a wake-up.
+	// within this delay even without a wake-up. Changed peer endpoints
+	// are sent on the same beat (one shared query per location).
 	RevisionPoll time.Duration
 	// AckTimeout bounds how long a stream waits for the gateway's ack.
 	AckTimeout time.Duration
@@ -47,16 +48,17 @@ func (o *Options) defaults() {
 
 // Manager owns one worker per registered gateway.
 type Manager struct {
-	vpn     *vpn.Service
-	stats   *stats.Service
-	ca      *pki.CA
-	coreID  string
-	version string
-	cert    tls.Certificate
-	log     *slog.Logger
-	opts    Options
-	metrics *metrics
-	set     *linkset.Set
+	vpn       *vpn.Service
+	stats     *stats.Service
+	ca        *pki.CA
+	coreID    string
+	version   string
+	cert      tls.Certificate
+	log       *slog.Logger
+	opts      Options
+	metrics   *metrics
+	set       *linkset.Set
+	endpoints *endpointCache
 }
 
 // New builds a manager; it issues this replica's client certificate.
@@ -67,7 +69,7 @@ func New(vpnSvc *vpn.Service, statsSvc *stats.Service, ca *pki.CA, coreID, versi
 		return nil, err
 	}
 	m := &Manager{vpn: vpnSvc, stats: statsSvc, ca: ca, coreID: coreID, version: version, cert: cert,
-		log: log.With("component", "gwlink"), opts: opts, metrics: newMetrics()}
+		log: log.With("component", "gwlink"), opts: opts, metrics: newMetrics(), endpoints: newEndpointCache(statsSvc, opts.RevisionPoll)}
 	m.set = &linkset.Set{List: vpnSvc.GatewayTargets, Every: opts.Reconcile, Log: m.log,
 		Spawn: func(t vpn.GatewayTarget) linkset.Worker {
 			w := &worker{m: m, log: m.log.With("gateway_id", t.ID, "gateway", t.Name)}

@@ -4,12 +4,13 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // metrics are this replica's view of its gateway links.
 type metrics struct {
-	linkUp   *prometheus.GaugeVec
-	applied  *prometheus.GaugeVec
-	batches  *prometheus.CounterVec
-	samples  prometheus.Counter
-	adopted  prometheus.Counter
-	attempts *prometheus.CounterVec
+	linkUp    *prometheus.GaugeVec
+	applied   *prometheus.GaugeVec
+	batches   *prometheus.CounterVec
+	samples   prometheus.Counter
+	adopted   prometheus.Counter
+	attempts  *prometheus.CounterVec
+	endpoints prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -26,11 +27,13 @@ func newMetrics() *metrics {
 			Help: "Gateways adopted by this replica."}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ward_gateway_link_failures_total",
 			Help: "Failed attempts to reach or keep a gateway link."}, []string{"gateway_id"}),
+		endpoints: prometheus.NewCounter(prometheus.CounterOpts{Name: "ward_gateway_endpoints_sent_total",
+			Help: "Peer endpoint entries sent to gateways (for gateway-initiated handshakes on takeover)."}),
 	}
 }
 
 // Collectors returns the manager's metrics for registration.
 func (m *Manager) Collectors() []prometheus.Collector {
 	x := m.metrics
-	return []prometheus.Collector{x.linkUp, x.applied, x.batches, x.samples, x.adopted, x.attempts}
+	return []prometheus.Collector{x.linkUp, x.applied, x.batches, x.samples, x.adopted, x.attempts, x.endpoints}
 }

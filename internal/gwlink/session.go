@@ -132,7 +132,14 @@ func (w *worker) Session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 	defer poll.Stop()
 	heartbeat := time.NewTicker(vpn.LinkHeartbeat)
 	defer heartbeat.Stop()
+	// Peer endpoints: the whole set right after the first update, then
+	// changes on every poll.
+	var endpoints endpointSync
+	endpointsStarted := false
 
+	// mirror is the gateway's configuration as this stream sent it, so that
+	// core can sign the whole of it once the gateway acknowledged it.
+	mirror := newConfigMirror()
 	sent := int64(hello.GetAppliedRevision())
 	var awaitingAck int64
 	var ackDeadline time.Time
@@ -142,14 +149,31 @@ func (w *worker) Session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 			return true, fmt.Errorf("compute update: %w", err)
 		}
 		if upd.Revision != sent {
-			if err := send(updateMessage(upd)); err != nil {
+			msg := updateMessage(upd)
+			if err := send(msg); err != nil {
 				return true, err
 			}
+			mirror.apply(msg)
 			sent = upd.Revision
 			if awaitingAck == 0 {
 				ackDeadline = time.Now().Add(w.m.opts.AckTimeout)
 			}
 			awaitingAck = sent
+		}
+		if !mirror.complete {
+			// The stream resumed from the gateway's revision (changes only):
+			// read the whole configuration once so it can be signed.
+			full, err := w.m.vpn.GatewayUpdateSince(ctx, t.LocationID, 0)
+			if err != nil {
+				return true, fmt.Errorf("read the configuration to sign: %w", err)
+			}
+			mirror.apply(updateMessage(full))
+		}
+		if !endpointsStarted {
+			endpointsStarted = true
+			if err := w.syncEndpoints(ctx, t.LocationID, &endpoints, send); err != nil {
+				return true, err
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -168,6 +192,20 @@ func (w *worker) Session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 			if cur := w.Target(); cur.CertSerial != t.CertSerial {
 				// A new join token revoked this adoption: drop the link.
 				return true, errors.New("the gateway's adoption was replaced by a new join token")
+			}
+			if err := w.syncEndpoints(ctx, t.LocationID, &endpoints, send); err != nil {
+				return true, err
+			}
+			// Signed on the poll beat, not per ack: a burst of changes
+			// costs one signature a second at most.
+			if link.AppliedRevision == sent && awaitingAck == 0 {
+				if msg, err := mirror.sign(w.m.ca.Key, uint64(sent)); err != nil {
+					w.log.Warn("cannot sign the gateway's configuration", "err", err)
+				} else if msg != nil {
+					if err := send(msg); err != nil {
+						return true, err
+					}
+				}
 			}
 		case r := <-incoming:
 			if r.err != nil {
@@ -249,7 +287,9 @@ func (w *worker) ingest(ctx context.Context, t vpn.GatewayTarget, r *gw.StatsRep
 
 func updateMessage(u vpn.GatewayUpdate) *gw.CoreMessage {
 	iface := &gw.Interface{LocationId: u.Interface.LocationID, LocationName: u.Interface.LocationName, PrivateKey: u.Interface.PrivateKey,
-		ListenPort: uint32(u.Interface.ListenPort), Addresses: u.Interface.Addresses, Mtu: uint32(u.Interface.MTU), Fwmark: uint32(u.Interface.FwMark)}
+		ListenPort: uint32(u.Interface.ListenPort), Addresses: u.Interface.Addresses, Mtu: uint32(u.Interface.MTU), Fwmark: uint32(u.Interface.FwMark),
+		MfaDisconnectThreshold: uint32(u.Interface.MFADisconnectThreshold), PeersWithoutCore: u.Interface.PeersWithoutCore,
+		DropPeersAfter: uint32(u.Interface.DropPeersAfter)}
 	peers := make([]*gw.Peer, len(u.Peers))
 	for i, p := range u.Peers {
 		peers[i] = &gw.Peer{PublicKey: p.PublicKey, AllowedIps: p.AllowedIPs, PresharedKey: p.PresharedKey, ExpiresAt: p.ExpiresAt, DeviceId: p.DeviceID}

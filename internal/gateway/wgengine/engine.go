@@ -57,11 +57,30 @@ type Engine interface {
 	Peers() ([]PeerState, error)
 	// Apply sets (adds or updates) and removes peers in one batch.
 	Apply(set []PeerConfig, remove []string) error
-	// Up reports whether the interface exists and is up.
+	// Up reports whether the interface exists and can carry traffic once
+	// active: a standby engine (SetActive(false)) that is otherwise
+	// healthy is Up, so a standby gateway is not reported broken.
 	Up() bool
+	// SetActive(false) makes the engine a silent standby for active-passive
+	// high availability: its configuration stays and keeps accepting
+	// changes, but sessions are dropped and it sends nothing (no handshakes,
+	// no keepalives) that could keep clients' timers on a gateway that no
+	// longer holds the floating IP. SetActive(true) puts it back in service.
+	// A new engine is active; SetActive before Configure sets how the first
+	// Configure brings it up.
+	SetActive(active bool) error
+	// Initiate points each listed peer (public key -> "ip:port") at the
+	// endpoint and starts a handshake from this side, so a gateway taking
+	// over reaches its clients without waiting for their 15 s retry. Keys
+	// the device does not have and malformed endpoints are skipped. It
+	// returns how many handshakes were started; a standby engine refuses.
+	Initiate(endpoints map[string]string) (int, error)
 	// Close tears the interface down.
 	Close() error
 }
+
+// ErrStandby is returned by Initiate on a standby engine.
+var ErrStandby = errors.New("wgengine: engine is standby")
 
 // Diff compares desired peers with the device's and returns what must be
 // set and removed. Peers whose key, preshared key and allowed IPs are equal

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl"
@@ -18,6 +19,8 @@ type Kernel struct {
 	wg   *wgctrl.Client
 	link *linkConfig
 	cur  Interface
+	// standby: SetActive(false) set the link down; Configure leaves it so.
+	standby bool
 }
 
 // ErrNoKernelModule means the kernel cannot create WireGuard links.
@@ -52,7 +55,7 @@ func (k *Kernel) Configure(in Interface) error {
 	if err := k.wg.ConfigureDevice(k.name, wgtypes.Config{PrivateKey: &key, ListenPort: &port, FirewallMark: &mark}); err != nil {
 		return fmt.Errorf("configure %s: %w", k.name, err)
 	}
-	if err := k.link.apply(in.MTU, in.Addresses); err != nil {
+	if err := k.link.apply(in.MTU, in.Addresses, !k.standby); err != nil {
 		return err
 	}
 	k.cur = in
@@ -124,7 +127,82 @@ func (k *Kernel) Peers() ([]PeerState, error) {
 	return out, nil
 }
 
-func (k *Kernel) Up() bool { return k.link.isUp() }
+// Up: a standby link is down on purpose; it counts as up when it exists.
+func (k *Kernel) Up() bool {
+	k.mu.Lock()
+	standby := k.standby
+	k.mu.Unlock()
+	if standby {
+		return k.link.exists()
+	}
+	return k.link.isUp()
+}
+
+// SetActive sets the link down (standby) or up. A kernel WireGuard link
+// that goes down stops its peers, clears their keys and handshakes and
+// closes its socket, so it sends nothing; up reopens the socket.
+//
+// NOT TESTED: this machine has no kernel WireGuard module; the behaviour
+// is the kernel's documented one (drivers/net/wireguard/device.c wg_stop).
+func (k *Kernel) SetActive(active bool) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.standby = !active
+	return k.link.setUp(active)
+}
+
+// Initiate sets the endpoints, then makes the kernel send a keepalive to
+// each peer, which (without a session) starts a handshake: the kernel sends
+// one keepalive when a peer's persistent keepalive goes from 0 to non-zero
+// on a running interface. So: endpoint and keepalive 0, then 1, then the
+// configured value back. There is no netlink call that starts a handshake
+// directly.
+//
+// NOT TESTED: this machine has no kernel WireGuard module.
+func (k *Kernel) Initiate(endpoints map[string]string) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.standby {
+		return 0, ErrStandby
+	}
+	keys, eps := validEndpoints(endpoints)
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	d, err := k.wg.Device(k.name)
+	if err != nil {
+		return 0, err
+	}
+	configured := make(map[wgtypes.Key]time.Duration, len(d.Peers))
+	for _, p := range d.Peers {
+		configured[p.PublicKey] = p.PersistentKeepaliveInterval
+	}
+	zero, one := time.Duration(0), time.Second
+	var setEndpoint, kick, restore []wgtypes.PeerConfig
+	for _, key := range keys {
+		pk, err := wgtypes.ParseKey(key)
+		if err != nil {
+			continue
+		}
+		interval, ok := configured[pk]
+		if !ok {
+			continue
+		}
+		setEndpoint = append(setEndpoint, wgtypes.PeerConfig{PublicKey: pk, UpdateOnly: true, Endpoint: net.UDPAddrFromAddrPort(eps[key]),
+			PersistentKeepaliveInterval: &zero})
+		kick = append(kick, wgtypes.PeerConfig{PublicKey: pk, UpdateOnly: true, PersistentKeepaliveInterval: &one})
+		restore = append(restore, wgtypes.PeerConfig{PublicKey: pk, UpdateOnly: true, PersistentKeepaliveInterval: &interval})
+	}
+	for _, batch := range [][]wgtypes.PeerConfig{setEndpoint, kick, restore} {
+		if len(batch) == 0 {
+			break
+		}
+		if err := k.wg.ConfigureDevice(k.name, wgtypes.Config{Peers: batch}); err != nil {
+			return 0, fmt.Errorf("initiate handshakes: %w", err)
+		}
+	}
+	return len(kick), nil
+}
 
 func (k *Kernel) Close() error {
 	k.wg.Close()

@@ -14,7 +14,9 @@ type linkConfig struct {
 	name string
 }
 
-func (l *linkConfig) apply(mtu int, addrs []netip.Prefix) error {
+// apply sets MTU and addresses; with up it also brings the link up (a
+// standby kernel interface is configured but left down).
+func (l *linkConfig) apply(mtu int, addrs []netip.Prefix, up bool) error {
 	link, err := netlink.LinkByName(l.name)
 	if err != nil {
 		return fmt.Errorf("find link %s: %w", l.name, err)
@@ -53,7 +55,7 @@ func (l *linkConfig) apply(mtu int, addrs []netip.Prefix) error {
 			return fmt.Errorf("add address %s: %w", p, err)
 		}
 	}
-	if link.Attrs().Flags&net.FlagUp == 0 {
+	if up && link.Attrs().Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(link); err != nil {
 			return fmt.Errorf("link up: %w", err)
 		}
@@ -64,4 +66,26 @@ func (l *linkConfig) apply(mtu int, addrs []netip.Prefix) error {
 func (l *linkConfig) isUp() bool {
 	link, err := netlink.LinkByName(l.name)
 	return err == nil && link.Attrs().Flags&net.FlagUp != 0
+}
+
+func (l *linkConfig) exists() bool {
+	_, err := netlink.LinkByName(l.name)
+	return err == nil
+}
+
+// setUp brings the link up or down.
+func (l *linkConfig) setUp(up bool) error {
+	link, err := netlink.LinkByName(l.name)
+	if err != nil {
+		return fmt.Errorf("find link %s: %w", l.name, err)
+	}
+	if up {
+		err = netlink.LinkSetUp(link)
+	} else {
+		err = netlink.LinkSetDown(link)
+	}
+	if err != nil {
+		return fmt.Errorf("set link %s up=%v: %w", l.name, up, err)
+	}
+	return nil
 }

@@ -38,12 +38,14 @@ type Netstack struct {
 	opts NetstackOptions
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	dev    *device.Device
-	tnet   *netstack.Net
-	bind   *addrBind
-	cur    Interface
-	closed bool
+	mu      sync.Mutex
+	dev     *device.Device
+	tnet    *netstack.Net
+	bind    *addrBind
+	cur     Interface
+	closed  bool
+	standby bool // SetActive(false): the device is kept down
+	gate    *standbyGate
 }
 
 // NewNetstack returns an engine whose stack is created on Configure.
@@ -84,14 +86,17 @@ func (n *Netstack) Configure(in Interface) error {
 			n.bind = &addrBind{addr: n.opts.ListenAddr}
 			b = n.bind
 		}
-		dev := device.NewDevice(t, b, newDeviceLogger(n.log))
+		n.gate = newStandbyGate(t, n.standby)
+		dev := device.NewDevice(n.gate, b, newDeviceLogger(n.log))
 		if err := ipcConfigure(dev, Interface{}, in, n.bind == nil); err != nil {
 			dev.Close()
 			return err
 		}
-		if err := dev.Up(); err != nil {
-			dev.Close()
-			return fmt.Errorf("netstack: device up: %w", err)
+		if !n.standby {
+			if err := dev.Up(); err != nil {
+				dev.Close()
+				return fmt.Errorf("netstack: device up: %w", err)
+			}
 		}
 		n.dev, n.tnet, n.cur = dev, tnet, in
 		return nil
@@ -143,6 +148,36 @@ func (n *Netstack) Peers() ([]PeerState, error) {
 		return nil, err
 	}
 	return ipcPeers(dev)
+}
+
+// SetActive takes the device down (standby: sessions dropped, socket
+// closed, nothing sent) or up, as Userspace does.
+func (n *Netstack) SetActive(active bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errors.New("netstack: engine closed")
+	}
+	n.standby = !active
+	if n.gate != nil {
+		n.gate.standby.Store(!active)
+	}
+	if n.dev == nil {
+		return nil
+	}
+	return setDeviceActive(n.dev, active)
+}
+
+func (n *Netstack) Initiate(endpoints map[string]string) (int, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.dev == nil || n.closed {
+		return 0, errors.New("netstack: not configured")
+	}
+	if n.standby {
+		return 0, ErrStandby
+	}
+	return ipcInitiate(n.dev, endpoints)
 }
 
 func (n *Netstack) Up() bool {

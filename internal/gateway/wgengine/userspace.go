@@ -19,20 +19,39 @@ import (
 
 // Userspace is wireguard-go embedded in the process.
 type Userspace struct {
-	mu      sync.Mutex
-	name    string
-	dev     *device.Device
-	tun     tun.Device
-	link    *linkConfig
-	cur     Interface
-	uapi    net.Listener
-	log     *slog.Logger
-	started bool
+	mu         sync.Mutex
+	name       string
+	dev        *device.Device
+	tun        tun.Device
+	gate       *standbyGate
+	link       *linkConfig
+	cur        Interface
+	uapi       net.Listener
+	log        *slog.Logger
+	configured bool // the first Configure ran
+	standby    bool // SetActive(false): the device is kept down
+}
+
+// UserspaceOptions configure a Userspace engine.
+type UserspaceOptions struct {
+	// UAPI exposes a UAPI socket in /var/run/wireguard so operators can
+	// use `wg`.
+	UAPI bool
+	// Bind replaces wireguard-go's default UDP bind (nil: the default).
+	// Active-passive gateways behind a floating IP need a bind that
+	// answers from the floating IP (internal/wgbind); the gateway passes
+	// it here (see gateway.Config.FloatingIPs).
+	Bind conn.Bind
 }
 
 // NewUserspace creates the TUN device and the wireguard-go device. With
 // exposeUAPI, a UAPI socket in /var/run/wireguard lets operators use `wg`.
 func NewUserspace(name string, mtu int, exposeUAPI bool, log *slog.Logger) (*Userspace, error) {
+	return NewUserspaceWith(name, mtu, UserspaceOptions{UAPI: exposeUAPI}, log)
+}
+
+// NewUserspaceWith is NewUserspace with options (a custom bind).
+func NewUserspaceWith(name string, mtu int, opts UserspaceOptions, log *slog.Logger) (*Userspace, error) {
 	if mtu == 0 {
 		mtu = 1420
 	}
@@ -43,8 +62,13 @@ func NewUserspace(name string, mtu int, exposeUAPI bool, log *slog.Logger) (*Use
 	if real, err := t.Name(); err == nil {
 		name = real
 	}
-	u := &Userspace{name: name, tun: t, dev: device.NewDevice(t, conn.NewDefaultBind(), newDeviceLogger(log)), link: &linkConfig{name: name}, log: log}
-	if exposeUAPI {
+	bind := opts.Bind
+	if bind == nil {
+		bind = conn.NewDefaultBind()
+	}
+	gate := newStandbyGate(t, false)
+	u := &Userspace{name: name, tun: t, gate: gate, dev: device.NewDevice(gate, bind, newDeviceLogger(log)), link: &linkConfig{name: name}, log: log}
+	if opts.UAPI {
 		f, err := ipc.UAPIOpen(name)
 		if err != nil {
 			u.Close()
@@ -77,16 +101,54 @@ func (u *Userspace) Configure(in Interface) error {
 	if err := ipcConfigure(u.dev, u.cur, in, true); err != nil {
 		return err
 	}
-	if err := u.link.apply(in.MTU, in.Addresses); err != nil {
+	// The TUN link stays up on a standby: the device being down is what
+	// keeps it quiet, and routes through the link stay in place.
+	if err := u.link.apply(in.MTU, in.Addresses, true); err != nil {
 		return err
 	}
-	if !u.started {
+	if !u.configured && !u.standby {
 		if err := u.dev.Up(); err != nil {
 			return fmt.Errorf("device up: %w", err)
 		}
-		u.started = true
 	}
+	u.configured = true
 	u.cur = in
+	return nil
+}
+
+// SetActive takes the wireguard-go device down (standby) or up. Down stops
+// every peer (timers, sessions and handshake state are zeroed) and closes
+// the UDP socket; configuration changes keep applying to the down device.
+func (u *Userspace) SetActive(active bool) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.standby = !active
+	u.gate.standby.Store(!active)
+	if !u.configured {
+		return nil
+	}
+	return setDeviceActive(u.dev, active)
+}
+
+func (u *Userspace) Initiate(endpoints map[string]string) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.standby || !u.configured {
+		return 0, ErrStandby
+	}
+	return ipcInitiate(u.dev, endpoints)
+}
+
+func setDeviceActive(dev *device.Device, active bool) error {
+	if active {
+		if err := dev.Up(); err != nil {
+			return fmt.Errorf("device up: %w", err)
+		}
+		return nil
+	}
+	if err := dev.Down(); err != nil {
+		return fmt.Errorf("device down: %w", err)
+	}
 	return nil
 }
 
@@ -245,7 +307,7 @@ func parseUAPIPeers(text string) ([]PeerState, error) {
 func (u *Userspace) Up() bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.started && u.link.isUp()
+	return u.configured && u.link.isUp()
 }
 
 func (u *Userspace) Close() error {

@@ -361,6 +361,8 @@ type CoreMessage struct {
 	//	*CoreMessage_Changes
 	//	*CoreMessage_StatsAck
 	//	*CoreMessage_Revoked
+	//	*CoreMessage_PeerEndpoints
+	//	*CoreMessage_ConfigSignature
 	Msg           isCoreMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -448,6 +450,24 @@ func (x *CoreMessage) GetRevoked() *Revoked {
 	return nil
 }
 
+func (x *CoreMessage) GetPeerEndpoints() *PeerEndpoints {
+	if x != nil {
+		if x, ok := x.Msg.(*CoreMessage_PeerEndpoints); ok {
+			return x.PeerEndpoints
+		}
+	}
+	return nil
+}
+
+func (x *CoreMessage) GetConfigSignature() *ConfigSignature {
+	if x != nil {
+		if x, ok := x.Msg.(*CoreMessage_ConfigSignature); ok {
+			return x.ConfigSignature
+		}
+	}
+	return nil
+}
+
 type isCoreMessage_Msg interface {
 	isCoreMessage_Msg()
 }
@@ -472,6 +492,14 @@ type CoreMessage_Revoked struct {
 	Revoked *Revoked `protobuf:"bytes,5,opt,name=revoked,proto3,oneof"`
 }
 
+type CoreMessage_PeerEndpoints struct {
+	PeerEndpoints *PeerEndpoints `protobuf:"bytes,6,opt,name=peer_endpoints,json=peerEndpoints,proto3,oneof"`
+}
+
+type CoreMessage_ConfigSignature struct {
+	ConfigSignature *ConfigSignature `protobuf:"bytes,7,opt,name=config_signature,json=configSignature,proto3,oneof"`
+}
+
 func (*CoreMessage_Welcome) isCoreMessage_Msg() {}
 
 func (*CoreMessage_Snapshot) isCoreMessage_Msg() {}
@@ -481,6 +509,10 @@ func (*CoreMessage_Changes) isCoreMessage_Msg() {}
 func (*CoreMessage_StatsAck) isCoreMessage_Msg() {}
 
 func (*CoreMessage_Revoked) isCoreMessage_Msg() {}
+
+func (*CoreMessage_PeerEndpoints) isCoreMessage_Msg() {}
+
+func (*CoreMessage_ConfigSignature) isCoreMessage_Msg() {}
 
 type GatewayMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -877,16 +909,25 @@ func (x *Changes) GetRemoves() []string {
 }
 
 type Interface struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	LocationId    string                 `protobuf:"bytes,1,opt,name=location_id,json=locationId,proto3" json:"location_id,omitempty"`
-	LocationName  string                 `protobuf:"bytes,2,opt,name=location_name,json=locationName,proto3" json:"location_name,omitempty"`
-	PrivateKey    string                 `protobuf:"bytes,3,opt,name=private_key,json=privateKey,proto3" json:"private_key,omitempty"`
-	ListenPort    uint32                 `protobuf:"varint,4,opt,name=listen_port,json=listenPort,proto3" json:"listen_port,omitempty"`
-	Addresses     []string               `protobuf:"bytes,5,rep,name=addresses,proto3" json:"addresses,omitempty"` // interface addresses with prefix
-	Mtu           uint32                 `protobuf:"varint,6,opt,name=mtu,proto3" json:"mtu,omitempty"`
-	Fwmark        uint32                 `protobuf:"varint,7,opt,name=fwmark,proto3" json:"fwmark,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	LocationId   string                 `protobuf:"bytes,1,opt,name=location_id,json=locationId,proto3" json:"location_id,omitempty"`
+	LocationName string                 `protobuf:"bytes,2,opt,name=location_name,json=locationName,proto3" json:"location_name,omitempty"`
+	PrivateKey   string                 `protobuf:"bytes,3,opt,name=private_key,json=privateKey,proto3" json:"private_key,omitempty"`
+	ListenPort   uint32                 `protobuf:"varint,4,opt,name=listen_port,json=listenPort,proto3" json:"listen_port,omitempty"`
+	Addresses    []string               `protobuf:"bytes,5,rep,name=addresses,proto3" json:"addresses,omitempty"` // interface addresses with prefix
+	Mtu          uint32                 `protobuf:"varint,6,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Fwmark       uint32                 `protobuf:"varint,7,opt,name=fwmark,proto3" json:"fwmark,omitempty"`
+	// Life without core. mfa_disconnect_threshold (seconds) > 0: the peers
+	// are MFA sessions; while no core is connected the gateway removes one
+	// whose newest known handshake is older than this, or that never
+	// connected by its expires_at. peers_without_core "drop": the gateway
+	// removes every peer once no core has been connected for
+	// drop_peers_after seconds ("keep", the default, keeps them).
+	MfaDisconnectThreshold uint32 `protobuf:"varint,8,opt,name=mfa_disconnect_threshold,json=mfaDisconnectThreshold,proto3" json:"mfa_disconnect_threshold,omitempty"`
+	PeersWithoutCore       string `protobuf:"bytes,9,opt,name=peers_without_core,json=peersWithoutCore,proto3" json:"peers_without_core,omitempty"`
+	DropPeersAfter         uint32 `protobuf:"varint,10,opt,name=drop_peers_after,json=dropPeersAfter,proto3" json:"drop_peers_after,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *Interface) Reset() {
@@ -964,6 +1005,27 @@ func (x *Interface) GetMtu() uint32 {
 func (x *Interface) GetFwmark() uint32 {
 	if x != nil {
 		return x.Fwmark
+	}
+	return 0
+}
+
+func (x *Interface) GetMfaDisconnectThreshold() uint32 {
+	if x != nil {
+		return x.MfaDisconnectThreshold
+	}
+	return 0
+}
+
+func (x *Interface) GetPeersWithoutCore() string {
+	if x != nil {
+		return x.PeersWithoutCore
+	}
+	return ""
+}
+
+func (x *Interface) GetDropPeersAfter() uint32 {
+	if x != nil {
+		return x.DropPeersAfter
 	}
 	return 0
 }
@@ -1350,6 +1412,118 @@ func (x *StatsAck) GetSeq() uint64 {
 	return 0
 }
 
+// Core -> gateway: where each peer of the location was last seen, by any
+// gateway of the location (the endpoint of its newest handshake within the
+// last 5 minutes). A gateway that becomes active (it gained the floating IP)
+// points its peers at these endpoints and initiates the handshakes itself,
+// so clients do not wait for their own 15 s timeout. The first message(s) on
+// a stream carry the whole set, later ones only changed entries; a large set
+// is split over several messages. The gateway keeps, per key, the entry with
+// the newest handshake. Gateways that do not know this message ignore it.
+type PeerEndpoints struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Endpoints     []*PeerEndpoint        `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerEndpoints) Reset() {
+	*x = PeerEndpoints{}
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerEndpoints) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerEndpoints) ProtoMessage() {}
+
+func (x *PeerEndpoints) ProtoReflect() protoreflect.Message {
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerEndpoints.ProtoReflect.Descriptor instead.
+func (*PeerEndpoints) Descriptor() ([]byte, []int) {
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PeerEndpoints) GetEndpoints() []*PeerEndpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+type PeerEndpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PublicKey     string                 `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Endpoint      string                 `protobuf:"bytes,2,opt,name=endpoint,proto3" json:"endpoint,omitempty"`                                 // "ip:port" as the gateway saw it
+	LastHandshake int64                  `protobuf:"varint,3,opt,name=last_handshake,json=lastHandshake,proto3" json:"last_handshake,omitempty"` // Unix ms
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerEndpoint) Reset() {
+	*x = PeerEndpoint{}
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerEndpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerEndpoint) ProtoMessage() {}
+
+func (x *PeerEndpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerEndpoint.ProtoReflect.Descriptor instead.
+func (*PeerEndpoint) Descriptor() ([]byte, []int) {
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PeerEndpoint) GetPublicKey() string {
+	if x != nil {
+		return x.PublicKey
+	}
+	return ""
+}
+
+func (x *PeerEndpoint) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *PeerEndpoint) GetLastHandshake() int64 {
+	if x != nil {
+		return x.LastHandshake
+	}
+	return 0
+}
+
 // Core deleted this gateway: it must forget its adoption.
 type Revoked struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1360,7 +1534,7 @@ type Revoked struct {
 
 func (x *Revoked) Reset() {
 	*x = Revoked{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1546,7 @@ func (x *Revoked) String() string {
 func (*Revoked) ProtoMessage() {}
 
 func (x *Revoked) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1559,7 @@ func (x *Revoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revoked.ProtoReflect.Descriptor instead.
 func (*Revoked) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Revoked) GetReason() string {
@@ -1393,6 +1567,62 @@ func (x *Revoked) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+// Core's signature (its CA key, internal/gwsign) over the gateway's whole
+// configuration at revision, sent once the gateway acknowledged that
+// revision. The gateway keeps the last signed configuration on disk and
+// restores only a configuration whose signature verifies.
+type ConfigSignature struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigSignature) Reset() {
+	*x = ConfigSignature{}
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigSignature) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigSignature) ProtoMessage() {}
+
+func (x *ConfigSignature) ProtoReflect() protoreflect.Message {
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigSignature.ProtoReflect.Descriptor instead.
+func (*ConfigSignature) Descriptor() ([]byte, []int) {
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ConfigSignature) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ConfigSignature) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
 }
 
 var File_ward_gateway_v1_gateway_proto protoreflect.FileDescriptor
@@ -1422,13 +1652,15 @@ const file_ward_gateway_v1_gateway_proto_rawDesc = "" +
 	"\bcert_der\x18\x01 \x01(\fR\acertDer\x12\x15\n" +
 	"\x06ca_der\x18\x02 \x01(\fR\x05caDer\x12\x10\n" +
 	"\x03mac\x18\x03 \x01(\fR\x03mac\"\v\n" +
-	"\tAdoptDone\"\xa9\x02\n" +
+	"\tAdoptDone\"\xc1\x03\n" +
 	"\vCoreMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.ward.gateway.v1.WelcomeH\x00R\awelcome\x127\n" +
 	"\bsnapshot\x18\x02 \x01(\v2\x19.ward.gateway.v1.SnapshotH\x00R\bsnapshot\x124\n" +
 	"\achanges\x18\x03 \x01(\v2\x18.ward.gateway.v1.ChangesH\x00R\achanges\x128\n" +
 	"\tstats_ack\x18\x04 \x01(\v2\x19.ward.gateway.v1.StatsAckH\x00R\bstatsAck\x124\n" +
-	"\arevoked\x18\x05 \x01(\v2\x18.ward.gateway.v1.RevokedH\x00R\arevokedB\x05\n" +
+	"\arevoked\x18\x05 \x01(\v2\x18.ward.gateway.v1.RevokedH\x00R\arevoked\x12G\n" +
+	"\x0epeer_endpoints\x18\x06 \x01(\v2\x1e.ward.gateway.v1.PeerEndpointsH\x00R\rpeerEndpoints\x12M\n" +
+	"\x10config_signature\x18\a \x01(\v2 .ward.gateway.v1.ConfigSignatureH\x00R\x0fconfigSignatureB\x05\n" +
 	"\x03msg\"\xed\x01\n" +
 	"\x0eGatewayMessage\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.ward.gateway.v1.HelloH\x00R\x05hello\x12(\n" +
@@ -1458,7 +1690,7 @@ const file_ward_gateway_v1_gateway_proto_rawDesc = "" +
 	"toRevision\x128\n" +
 	"\tinterface\x18\x03 \x01(\v2\x1a.ward.gateway.v1.InterfaceR\tinterface\x12/\n" +
 	"\aupserts\x18\x04 \x03(\v2\x15.ward.gateway.v1.PeerR\aupserts\x12\x18\n" +
-	"\aremoves\x18\x05 \x03(\tR\aremoves\"\xdb\x01\n" +
+	"\aremoves\x18\x05 \x03(\tR\aremoves\"\xed\x02\n" +
 	"\tInterface\x12\x1f\n" +
 	"\vlocation_id\x18\x01 \x01(\tR\n" +
 	"locationId\x12#\n" +
@@ -1469,7 +1701,11 @@ const file_ward_gateway_v1_gateway_proto_rawDesc = "" +
 	"listenPort\x12\x1c\n" +
 	"\taddresses\x18\x05 \x03(\tR\taddresses\x12\x10\n" +
 	"\x03mtu\x18\x06 \x01(\rR\x03mtu\x12\x16\n" +
-	"\x06fwmark\x18\a \x01(\rR\x06fwmark\"\xc5\x01\n" +
+	"\x06fwmark\x18\a \x01(\rR\x06fwmark\x128\n" +
+	"\x18mfa_disconnect_threshold\x18\b \x01(\rR\x16mfaDisconnectThreshold\x12,\n" +
+	"\x12peers_without_core\x18\t \x01(\tR\x10peersWithoutCore\x12(\n" +
+	"\x10drop_peers_after\x18\n" +
+	" \x01(\rR\x0edropPeersAfter\"\xc5\x01\n" +
 	"\x04Peer\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x01 \x01(\tR\tpublicKey\x12\x1f\n" +
@@ -1502,9 +1738,19 @@ const file_ward_gateway_v1_gateway_proto_rawDesc = "" +
 	"\bendpoint\x18\x06 \x01(\tR\bendpoint\"5\n" +
 	"\bStatsAck\x12\x17\n" +
 	"\aboot_id\x18\x01 \x01(\tR\x06bootId\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"!\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"L\n" +
+	"\rPeerEndpoints\x12;\n" +
+	"\tendpoints\x18\x01 \x03(\v2\x1d.ward.gateway.v1.PeerEndpointR\tendpoints\"p\n" +
+	"\fPeerEndpoint\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x01 \x01(\tR\tpublicKey\x12\x1a\n" +
+	"\bendpoint\x18\x02 \x01(\tR\bendpoint\x12%\n" +
+	"\x0elast_handshake\x18\x03 \x01(\x03R\rlastHandshake\"!\n" +
 	"\aRevoked\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason2\xa2\x01\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"K\n" +
+	"\x0fConfigSignature\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature2\xa2\x01\n" +
 	"\aGateway\x12I\n" +
 	"\x05Adopt\x12\x1d.ward.gateway.v1.AdoptMessage\x1a\x1d.ward.gateway.v1.AdoptMessage(\x010\x01\x12L\n" +
 	"\aControl\x12\x1c.ward.gateway.v1.CoreMessage\x1a\x1f.ward.gateway.v1.GatewayMessage(\x010\x01B:Z8github.com/wardvpn/ward/internal/rpc/gatewayv1;gatewayv1b\x06proto3"
@@ -1521,27 +1767,30 @@ func file_ward_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_ward_gateway_v1_gateway_proto_rawDescData
 }
 
-var file_ward_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_ward_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_ward_gateway_v1_gateway_proto_goTypes = []any{
-	(*AdoptMessage)(nil),   // 0: ward.gateway.v1.AdoptMessage
-	(*AdoptBegin)(nil),     // 1: ward.gateway.v1.AdoptBegin
-	(*AdoptOffer)(nil),     // 2: ward.gateway.v1.AdoptOffer
-	(*AdoptGrant)(nil),     // 3: ward.gateway.v1.AdoptGrant
-	(*AdoptDone)(nil),      // 4: ward.gateway.v1.AdoptDone
-	(*CoreMessage)(nil),    // 5: ward.gateway.v1.CoreMessage
-	(*GatewayMessage)(nil), // 6: ward.gateway.v1.GatewayMessage
-	(*Hello)(nil),          // 7: ward.gateway.v1.Hello
-	(*Welcome)(nil),        // 8: ward.gateway.v1.Welcome
-	(*Snapshot)(nil),       // 9: ward.gateway.v1.Snapshot
-	(*Changes)(nil),        // 10: ward.gateway.v1.Changes
-	(*Interface)(nil),      // 11: ward.gateway.v1.Interface
-	(*Peer)(nil),           // 12: ward.gateway.v1.Peer
-	(*Ack)(nil),            // 13: ward.gateway.v1.Ack
-	(*NeedSnapshot)(nil),   // 14: ward.gateway.v1.NeedSnapshot
-	(*StatsReport)(nil),    // 15: ward.gateway.v1.StatsReport
-	(*PeerSample)(nil),     // 16: ward.gateway.v1.PeerSample
-	(*StatsAck)(nil),       // 17: ward.gateway.v1.StatsAck
-	(*Revoked)(nil),        // 18: ward.gateway.v1.Revoked
+	(*AdoptMessage)(nil),    // 0: ward.gateway.v1.AdoptMessage
+	(*AdoptBegin)(nil),      // 1: ward.gateway.v1.AdoptBegin
+	(*AdoptOffer)(nil),      // 2: ward.gateway.v1.AdoptOffer
+	(*AdoptGrant)(nil),      // 3: ward.gateway.v1.AdoptGrant
+	(*AdoptDone)(nil),       // 4: ward.gateway.v1.AdoptDone
+	(*CoreMessage)(nil),     // 5: ward.gateway.v1.CoreMessage
+	(*GatewayMessage)(nil),  // 6: ward.gateway.v1.GatewayMessage
+	(*Hello)(nil),           // 7: ward.gateway.v1.Hello
+	(*Welcome)(nil),         // 8: ward.gateway.v1.Welcome
+	(*Snapshot)(nil),        // 9: ward.gateway.v1.Snapshot
+	(*Changes)(nil),         // 10: ward.gateway.v1.Changes
+	(*Interface)(nil),       // 11: ward.gateway.v1.Interface
+	(*Peer)(nil),            // 12: ward.gateway.v1.Peer
+	(*Ack)(nil),             // 13: ward.gateway.v1.Ack
+	(*NeedSnapshot)(nil),    // 14: ward.gateway.v1.NeedSnapshot
+	(*StatsReport)(nil),     // 15: ward.gateway.v1.StatsReport
+	(*PeerSample)(nil),      // 16: ward.gateway.v1.PeerSample
+	(*StatsAck)(nil),        // 17: ward.gateway.v1.StatsAck
+	(*PeerEndpoints)(nil),   // 18: ward.gateway.v1.PeerEndpoints
+	(*PeerEndpoint)(nil),    // 19: ward.gateway.v1.PeerEndpoint
+	(*Revoked)(nil),         // 20: ward.gateway.v1.Revoked
+	(*ConfigSignature)(nil), // 21: ward.gateway.v1.ConfigSignature
 }
 var file_ward_gateway_v1_gateway_proto_depIdxs = []int32{
 	1,  // 0: ward.gateway.v1.AdoptMessage.begin:type_name -> ward.gateway.v1.AdoptBegin
@@ -1552,25 +1801,28 @@ var file_ward_gateway_v1_gateway_proto_depIdxs = []int32{
 	9,  // 5: ward.gateway.v1.CoreMessage.snapshot:type_name -> ward.gateway.v1.Snapshot
 	10, // 6: ward.gateway.v1.CoreMessage.changes:type_name -> ward.gateway.v1.Changes
 	17, // 7: ward.gateway.v1.CoreMessage.stats_ack:type_name -> ward.gateway.v1.StatsAck
-	18, // 8: ward.gateway.v1.CoreMessage.revoked:type_name -> ward.gateway.v1.Revoked
-	7,  // 9: ward.gateway.v1.GatewayMessage.hello:type_name -> ward.gateway.v1.Hello
-	13, // 10: ward.gateway.v1.GatewayMessage.ack:type_name -> ward.gateway.v1.Ack
-	15, // 11: ward.gateway.v1.GatewayMessage.stats:type_name -> ward.gateway.v1.StatsReport
-	14, // 12: ward.gateway.v1.GatewayMessage.need_snapshot:type_name -> ward.gateway.v1.NeedSnapshot
-	11, // 13: ward.gateway.v1.Snapshot.interface:type_name -> ward.gateway.v1.Interface
-	12, // 14: ward.gateway.v1.Snapshot.peers:type_name -> ward.gateway.v1.Peer
-	11, // 15: ward.gateway.v1.Changes.interface:type_name -> ward.gateway.v1.Interface
-	12, // 16: ward.gateway.v1.Changes.upserts:type_name -> ward.gateway.v1.Peer
-	16, // 17: ward.gateway.v1.StatsReport.samples:type_name -> ward.gateway.v1.PeerSample
-	0,  // 18: ward.gateway.v1.Gateway.Adopt:input_type -> ward.gateway.v1.AdoptMessage
-	5,  // 19: ward.gateway.v1.Gateway.Control:input_type -> ward.gateway.v1.CoreMessage
-	0,  // 20: ward.gateway.v1.Gateway.Adopt:output_type -> ward.gateway.v1.AdoptMessage
-	6,  // 21: ward.gateway.v1.Gateway.Control:output_type -> ward.gateway.v1.GatewayMessage
-	20, // [20:22] is the sub-list for method output_type
-	18, // [18:20] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	20, // 8: ward.gateway.v1.CoreMessage.revoked:type_name -> ward.gateway.v1.Revoked
+	18, // 9: ward.gateway.v1.CoreMessage.peer_endpoints:type_name -> ward.gateway.v1.PeerEndpoints
+	21, // 10: ward.gateway.v1.CoreMessage.config_signature:type_name -> ward.gateway.v1.ConfigSignature
+	7,  // 11: ward.gateway.v1.GatewayMessage.hello:type_name -> ward.gateway.v1.Hello
+	13, // 12: ward.gateway.v1.GatewayMessage.ack:type_name -> ward.gateway.v1.Ack
+	15, // 13: ward.gateway.v1.GatewayMessage.stats:type_name -> ward.gateway.v1.StatsReport
+	14, // 14: ward.gateway.v1.GatewayMessage.need_snapshot:type_name -> ward.gateway.v1.NeedSnapshot
+	11, // 15: ward.gateway.v1.Snapshot.interface:type_name -> ward.gateway.v1.Interface
+	12, // 16: ward.gateway.v1.Snapshot.peers:type_name -> ward.gateway.v1.Peer
+	11, // 17: ward.gateway.v1.Changes.interface:type_name -> ward.gateway.v1.Interface
+	12, // 18: ward.gateway.v1.Changes.upserts:type_name -> ward.gateway.v1.Peer
+	16, // 19: ward.gateway.v1.StatsReport.samples:type_name -> ward.gateway.v1.PeerSample
+	19, // 20: ward.gateway.v1.PeerEndpoints.endpoints:type_name -> ward.gateway.v1.PeerEndpoint
+	0,  // 21: ward.gateway.v1.Gateway.Adopt:input_type -> ward.gateway.v1.AdoptMessage
+	5,  // 22: ward.gateway.v1.Gateway.Control:input_type -> ward.gateway.v1.CoreMessage
+	0,  // 23: ward.gateway.v1.Gateway.Adopt:output_type -> ward.gateway.v1.AdoptMessage
+	6,  // 24: ward.gateway.v1.Gateway.Control:output_type -> ward.gateway.v1.GatewayMessage
+	23, // [23:25] is the sub-list for method output_type
+	21, // [21:23] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_ward_gateway_v1_gateway_proto_init() }
@@ -1590,6 +1842,8 @@ func file_ward_gateway_v1_gateway_proto_init() {
 		(*CoreMessage_Changes)(nil),
 		(*CoreMessage_StatsAck)(nil),
 		(*CoreMessage_Revoked)(nil),
+		(*CoreMessage_PeerEndpoints)(nil),
+		(*CoreMessage_ConfigSignature)(nil),
 	}
 	file_ward_gateway_v1_gateway_proto_msgTypes[6].OneofWrappers = []any{
 		(*GatewayMessage_Hello)(nil),
@@ -1603,7 +1857,7 @@ func file_ward_gateway_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ward_gateway_v1_gateway_proto_rawDesc), len(file_ward_gateway_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

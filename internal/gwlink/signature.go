@@ -1,0 +1,69 @@
+package gwlink
+
+import (
+	"crypto"
+
+	"github.com/wardvpn/ward/internal/gwsign"
+	gw "github.com/wardvpn/ward/internal/rpc/gatewayv1"
+)
+
+// configMirror follows what one stream sent the gateway (the snapshot, then
+// every change), so core can sign the gateway's whole configuration at the
+// acknowledged revision without reading it again. Only a stream that sent
+// a snapshot knows the whole configuration: a stream that resumed with
+// changes (the gateway already had an earlier revision) signs nothing until
+// it sends one.
+type configMirror struct {
+	complete bool
+	revision uint64
+	iface    *gw.Interface
+	peers    map[string]*gw.Peer
+	signed   uint64
+}
+
+func newConfigMirror() *configMirror { return &configMirror{peers: map[string]*gw.Peer{}} }
+
+func (m *configMirror) apply(msg *gw.CoreMessage) {
+	switch u := msg.Msg.(type) {
+	case *gw.CoreMessage_Snapshot:
+		m.complete, m.revision, m.iface = true, u.Snapshot.GetRevision(), u.Snapshot.GetInterface()
+		m.peers = make(map[string]*gw.Peer, len(u.Snapshot.GetPeers()))
+		for _, p := range u.Snapshot.GetPeers() {
+			m.peers[p.GetPublicKey()] = p
+		}
+	case *gw.CoreMessage_Changes:
+		if !m.complete || u.Changes.GetFromRevision() > m.revision {
+			m.complete = false
+			return
+		}
+		m.revision, m.iface = u.Changes.GetToRevision(), u.Changes.GetInterface()
+		for _, k := range u.Changes.GetRemoves() {
+			delete(m.peers, k)
+		}
+		for _, p := range u.Changes.GetUpserts() {
+			m.peers[p.GetPublicKey()] = p
+		}
+	}
+}
+
+// sign returns the signature message for revision when the mirror holds
+// exactly that revision and it was not signed yet, else nil.
+func (m *configMirror) sign(key crypto.Signer, revision uint64) (*gw.CoreMessage, error) {
+	if !m.complete || m.revision != revision || m.signed == revision || revision == 0 {
+		return nil, nil
+	}
+	peers := make([]*gw.Peer, 0, len(m.peers))
+	for _, p := range m.peers {
+		peers = append(peers, p)
+	}
+	d, err := gwsign.Digest(revision, m.iface, peers)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := gwsign.Sign(key, d)
+	if err != nil {
+		return nil, err
+	}
+	m.signed = revision
+	return &gw.CoreMessage{Msg: &gw.CoreMessage_ConfigSignature{ConfigSignature: &gw.ConfigSignature{Revision: revision, Signature: sig}}}, nil
+}

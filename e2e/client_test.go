@@ -176,6 +176,37 @@ func (g *clGateway) status() (gatewayStatus, error) {
 	return st, err
 }
 
+// restart stops the gateway (SIGTERM) and starts it again on its data dir,
+// without a join token; it returns when /readyz answers 200, with the time
+// from the new process's start.
+func (g *clGateway) restart(t, owner *testing.T) time.Duration {
+	t.Helper()
+	g.proc.stop(t, "gateway stopped")
+	return g.start(t, owner)
+}
+
+func (g *clGateway) start(t, owner *testing.T) time.Duration {
+	t.Helper()
+	started := time.Now()
+	g.proc = startInNetns(t, owner, g.ns, "ward gateway "+g.name, nil, wardBin, "gateway",
+		"--data-dir", g.dataDir, "--control-addr", g.controlAddr, "--interface", g.iface, "--health-addr", g.healthAddr,
+		"--stats-interval", "500ms")
+	hc := g.ns.httpClient(time.Second)
+	if err := waitFor(20*time.Second, 10*time.Millisecond, func() error {
+		if g.proc.exited() {
+			return fmt.Errorf("exited: %v", g.proc.waitErr)
+		}
+		code, err := getJSON(hc, "http://"+g.healthAddr+"/readyz", nil)
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("/readyz = %d", code)
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("gateway %s not ready after its start: %v\n%s", g.name, err, tailLines(g.proc.out.String(), 30))
+	}
+	return time.Since(started)
+}
+
 func (g *clGateway) hasPeer(key string) (present bool, handshake int64, err error) {
 	st, err := g.status()
 	if err != nil {
@@ -457,6 +488,7 @@ func TestClientEndToEnd(t *testing.T) {
 		codeA1    string
 		bgPID     int
 		fg        *nsProcess
+		labTunnel *wardclient.TunnelStatus
 		fgIface   = "wf" + e.id
 		bgIface   = "wo" + e.id
 		labIface  = "wl" + e.id
@@ -819,6 +851,38 @@ func TestClientEndToEnd(t *testing.T) {
 			}
 		}},
 
+		{"LabSessionBeforeCoreDies", func(t *testing.T) {
+			// An MFA session of the lab (threshold a few seconds, no
+			// keepalive) that will be idle past its threshold while core
+			// is away: the gateways must drop it by themselves.
+			code := e.totp.next(t, false)
+			e.mustWard(t, 0, "up", labRef, "--code", code, "--interface", labIface)
+			if err := echoOnce(e.clNS, clEchoB, 3*time.Second); err != nil {
+				t.Fatalf("TCP echo through the lab tunnel: %v", err)
+			}
+			labTunnel = e.tunnel(t, e.locB.ID)
+			if labTunnel == nil || labTunnel.LastHandshake == 0 {
+				t.Fatalf("lab tunnel status: %+v", labTunnel)
+			}
+			// Both lab gateways hold the peer before core dies. Whether
+			// core told them of the handshake yet or not, they must not
+			// keep the session past its rules.
+			if err := waitFor(10*time.Second, 100*time.Millisecond, func() error {
+				for _, name := range []string{"b1", "b2"} {
+					st, err := e.gws[name].status()
+					if err != nil {
+						return err
+					}
+					if _, _, ok := st.peer(devKey); !ok {
+						return fmt.Errorf("gateway %s does not list the lab peer", name)
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+
 		{"CoreStopped", func(t *testing.T) {
 			if fg == nil {
 				t.Skip("no foreground tunnel")
@@ -882,6 +946,72 @@ func TestClientEndToEnd(t *testing.T) {
 				t.Fatalf("only %d probes in 3 s", len(rs))
 			}
 			t.Logf("FIGURE established tunnel without core: %d probes over 3 s, 0 failed", len(rs))
+		}},
+
+		{"GatewayRebootWithoutCore", func(t *testing.T) {
+			if fg == nil || labTunnel == nil {
+				t.Skip("no foreground or lab tunnel")
+			}
+			// Core (and its SQLite database) are down. Gateways a1 and b1
+			// are down too, and come back after the lab session's deadline
+			// passed: the office session (threshold 120 s) must be restored
+			// from the signed config on disk, the lab one must not.
+			a1, b1, b2 := e.gws["a1"], e.gws["b1"], e.gws["b2"]
+			for _, g := range []*clGateway{a1, b1} {
+				if !g.proc.exited() { // a1 was killed in the failover step
+					g.proc.stop(t, "gateway stopped")
+				}
+			}
+			deadline := time.UnixMilli(labTunnel.LastHandshake).Add(clIdleThreshold * time.Second)
+			// b2 stays up: it drops the idle lab peer on its own.
+			var droppedAt time.Time
+			if err := waitFor(30*time.Second, 100*time.Millisecond, func() error {
+				ok, _, err := b2.hasPeer(devKey)
+				if err != nil {
+					return err
+				}
+				if ok {
+					return errNotYet
+				}
+				droppedAt = time.Now()
+				return nil
+			}); err != nil {
+				t.Fatalf("gateway b2 kept the lab session's peer past its threshold without core: %v", err)
+			}
+			// A gateway that never learnt of the handshake counts from the
+			// session's start (its deadline to connect), a little before
+			// the handshake: allow that much.
+			if droppedAt.Before(deadline.Add(-time.Second)) {
+				t.Fatalf("gateway b2 dropped the lab peer %v before its deadline\n%s", deadline.Sub(droppedAt), tailLines(b2.proc.out.String(), 15))
+			}
+			time.Sleep(time.Until(deadline.Add(time.Second)))
+			readyA := a1.start(t, e.t)
+			readyB := b1.start(t, e.t)
+			stA, err := a1.status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, ok := stA.peer(devKey); !ok || !stA.Ready || len(stA.CoreLinks) != 0 {
+				t.Fatalf("gateway a1 rebooted without core: the office session's peer is not back: %+v", stA)
+			}
+			stB, err := b1.status()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, ok := stB.peer(devKey); ok || !stB.Ready {
+				t.Fatalf("gateway b1 rebooted without core restored the lab peer past its deadline: %+v", stB)
+			}
+			if readyA > 2*time.Second || readyB > 2*time.Second {
+				t.Errorf("rebooted gateways ready after %v and %v, want within 2 s", readyA, readyB)
+			}
+			// The office tunnel carries traffic.
+			if err := waitFor(20*time.Second, 100*time.Millisecond, func() error { return echoOnce(e.clNS, clEchoA, time.Second) }); err != nil {
+				t.Fatalf("office tunnel after the gateway reboot without core: %v", err)
+			}
+			t.Logf("FIGURE gateways rebooted with core and database down: ready with the signed config in %v (a1) and %v (b1); "+
+				"office MFA peer restored, lab MFA peer past its deadline not restored (b2 dropped it by itself %v after the deadline)",
+				ms(readyA), ms(readyB), ms(droppedAt.Sub(deadline)))
+			e.mustWard(t, 0, "down", labRef)
 		}},
 
 		{"ForegroundStops", func(t *testing.T) {

@@ -245,6 +245,7 @@ type gatewayStatus struct {
 	Ready           bool   `json:"ready"`
 	ReadyReason     string `json:"ready_reason"`
 	AppliedRevision uint64 `json:"applied_revision"`
+	KnownEndpoints  int    `json:"known_endpoints"`
 	Peers           []struct {
 		PublicKey     string `json:"public_key"`
 		Endpoint      string `json:"endpoint"`

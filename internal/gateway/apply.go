@@ -60,6 +60,10 @@ func (g *Gateway) applySnapshot(s *gw.Snapshot) (bool, error) {
 	for _, p := range set {
 		g.noteTouchedLocked(p.PublicKey)
 	}
+	g.noteSessionsLocked(byKey)
+	for _, k := range remove {
+		delete(g.installed, k)
+	}
 	g.noteTouchedLocked(remove...)
 	g.localDirty = false
 	g.state = applied{revision: s.GetRevision(), iface: s.GetInterface(), peers: byKey}
@@ -109,6 +113,14 @@ func (g *Gateway) applyChanges(c *gw.Changes) (bool, error) {
 	for _, p := range set {
 		g.noteTouchedLocked(p.PublicKey)
 	}
+	upserts := make(map[string]*gw.Peer, len(c.GetUpserts()))
+	for _, p := range c.GetUpserts() {
+		upserts[p.GetPublicKey()] = p
+	}
+	g.noteSessionsLocked(upserts)
+	for _, k := range remove {
+		delete(g.installed, k)
+	}
 	for _, p := range c.GetUpserts() {
 		if _, ok := g.state.peers[p.GetPublicKey()]; !ok {
 			g.generation[p.GetPublicKey()]++
@@ -119,6 +131,22 @@ func (g *Gateway) applyChanges(c *gw.Changes) (bool, error) {
 	g.state.iface = c.GetInterface()
 	g.afterApplyLocked(len(set), len(remove))
 	return true, nil
+}
+
+// noteSessionsLocked records when a key got a new session here (it is new,
+// or its preshared key changed: an MFA login), before g.state.peers takes
+// the new peers. Not while restoring: the saved sessions are not new, and
+// their handshakes from before the restart still count.
+func (g *Gateway) noteSessionsLocked(next map[string]*gw.Peer) {
+	if g.restoring {
+		return
+	}
+	now := time.Now()
+	for k, p := range next {
+		if old, ok := g.state.peers[k]; !ok || old.GetPresharedKey() != p.GetPresharedKey() {
+			g.installed[k] = now
+		}
+	}
 }
 
 // noteInstalledLocked starts a new generation for every peer newly installed

@@ -150,6 +150,9 @@ func (g *Gateway) addLink(l *coreLink) {
 func (g *Gateway) removeLink(l *coreLink) {
 	g.linksMu.Lock()
 	delete(g.links, l)
+	if len(g.links) == 0 {
+		g.coreLeft = time.Now()
+	}
 	g.linksMu.Unlock()
 	g.metrics.links.Dec()
 }

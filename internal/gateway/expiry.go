@@ -27,10 +27,12 @@ type corePolicy struct {
 
 // expiredPeers returns the keys (sorted) of the peers that must go at now.
 // handshakes holds the newest handshake known per key (this gateway's own,
-// or what core reported seeing on any gateway). coreAwaySince is when the
-// last core link went (zero while one is connected: nothing expires then,
-// core decides).
-func expiredPeers(now time.Time, p corePolicy, peers map[string]*gw.Peer, handshakes map[string]time.Time, coreAwaySince time.Time) []string {
+// or what core reported seeing on any gateway); installed, when known, is
+// when the key's current session was installed here: a handshake before
+// it belongs to an earlier session of the key and does not count (as in
+// core's sweep). coreAwaySince is when the last core link went (zero while
+// one is connected: nothing expires then, core decides).
+func expiredPeers(now time.Time, p corePolicy, peers map[string]*gw.Peer, handshakes, installed map[string]time.Time, coreAwaySince time.Time) []string {
 	if coreAwaySince.IsZero() {
 		return nil
 	}
@@ -43,6 +45,9 @@ func expiredPeers(now time.Time, p corePolicy, peers map[string]*gw.Peer, handsh
 			continue
 		}
 		hs := handshakes[key]
+		if inst, ok := installed[key]; ok && hs.Before(inst) {
+			hs = time.Time{}
+		}
 		if deadline := peer.GetExpiresAt(); deadline > 0 && hs.IsZero() {
 			// A new session that has not connected anywhere we know of.
 			if now.UnixMilli() >= deadline {

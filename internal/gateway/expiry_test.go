@@ -25,6 +25,10 @@ func TestExpiredPeers(t *testing.T) {
 		"connected-stale":    ago(6 * time.Minute),
 		"new-then-connected": ago(time.Minute),
 	}
+	// A handshake of an earlier session of the key does not count.
+	peers["reinstalled"] = &gw.Peer{PublicKey: "reinstalled", ExpiresAt: now.Add(-time.Second).UnixMilli()}
+	handshakes["reinstalled"] = ago(time.Minute)
+	installed := map[string]time.Time{"reinstalled": ago(10 * time.Second)}
 	tests := []struct {
 		name      string
 		policy    corePolicy
@@ -32,16 +36,16 @@ func TestExpiredPeers(t *testing.T) {
 		want      []string
 	}{
 		{"core connected: core decides", mfa, time.Time{}, nil},
-		{"mfa, core away briefly", mfa, ago(time.Second), []string{"connected-stale", "new-past-dead"}},
-		{"mfa, core away long", mfa, ago(10 * time.Minute), []string{"connected-stale", "new-past-dead", "no-info"}},
+		{"mfa, core away briefly", mfa, ago(time.Second), []string{"connected-stale", "new-past-dead", "reinstalled"}},
+		{"mfa, core away long", mfa, ago(10 * time.Minute), []string{"connected-stale", "new-past-dead", "no-info", "reinstalled"}},
 		{"no mfa, keep", corePolicy{}, ago(48 * time.Hour), nil},
 		{"no mfa, drop, not yet", corePolicy{dropAfter: time.Hour}, ago(59 * time.Minute), nil},
 		{"no mfa, drop", corePolicy{dropAfter: time.Hour}, ago(time.Hour), []string{"connected-fresh", "connected-stale", "new-before-dead",
-			"new-past-dead", "new-then-connected", "no-info"}},
+			"new-past-dead", "new-then-connected", "no-info", "reinstalled"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := expiredPeers(now, tt.policy, peers, handshakes, tt.awaySince)
+			got := expiredPeers(now, tt.policy, peers, handshakes, installed, tt.awaySince)
 			if !slices.Equal(got, tt.want) {
 				t.Fatalf("expired %v, want %v", got, tt.want)
 			}

@@ -67,13 +67,21 @@ type Gateway struct {
 	signed     *signedConfig
 	caKey      func() crypto.PublicKey // core's CA, which signs configurations
 	touched    map[string]bool
+	installed  map[string]time.Time // when each key's current session (preshared key) was installed
 	localDirty bool
 	started    time.Time
 	restoring  bool // applying the saved configuration at boot
+	// savedCoreContact is when a core was last connected before this
+	// process started (from config.json).
+	savedCoreContact time.Time
 
 	linksMu     sync.Mutex
 	links       map[*coreLink]struct{}
 	lastContact time.Time
+	// coreLeft is when the last core link closed (a core that is
+	// connected but has nothing to say sends nothing for a while, so the
+	// last message is not when it went).
+	coreLeft time.Time
 
 	persistDirty    chan struct{}
 	shutdown        chan struct{} // closed to end the control streams
@@ -91,7 +99,7 @@ func New(cfg Config, version string, log *slog.Logger) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: log, version: version, bootID: core.NewID(), generation: map[string]uint64{},
 		links: map[*coreLink]struct{}{}, persistDirty: make(chan struct{}, 1), shutdown: make(chan struct{}), memLimitFromEnv: os.Getenv("GOMEMLIMIT") != "",
 		roles: &roles{st: newRoleState(len(cfg.FloatingIPs) > 0, time.Now())}, roleKick: make(chan struct{}, 1), endpoints: map[string]knownEndpoint{},
-		touched: map[string]bool{}, started: time.Now()}
+		touched: map[string]bool{}, installed: map[string]time.Time{}, started: time.Now()}
 	g.state.peers = map[string]*gw.Peer{}
 	g.registry = prometheus.NewRegistry()
 	g.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -301,7 +309,10 @@ func (g *Gateway) persistLoop(ctx context.Context) {
 
 func (g *Gateway) persistNow() {
 	g.linksMu.Lock()
-	contact := g.lastContact
+	contact := g.coreLeft
+	if len(g.links) > 0 {
+		contact = time.Now()
+	}
 	g.linksMu.Unlock()
 	g.mu.Lock()
 	if g.state.revision == 0 {

@@ -93,11 +93,12 @@ func (g *Gateway) restoreSigned(saved *savedConfig, now time.Time) (*gw.Snapshot
 		}
 		g.touched[k] = true
 	}
-	awaySince := time.UnixMilli(saved.CoreContact)
-	if saved.CoreContact == 0 {
-		awaySince = now
+	awaySince := now
+	if saved.CoreContact > 0 {
+		awaySince = time.UnixMilli(saved.CoreContact)
+		g.savedCoreContact = awaySince
 	}
-	expired := expiredPeers(now, policyOf(saved.Interface), peers, g.handshakesLocked(nil), awaySince)
+	expired := expiredPeers(now, policyOf(saved.Interface), peers, g.handshakesLocked(nil), nil, awaySince)
 	for _, k := range expired {
 		delete(peers, k)
 		g.touched[k] = true
@@ -139,8 +140,11 @@ func (g *Gateway) coreAwaySince() time.Time {
 	if len(g.links) > 0 {
 		return time.Time{}
 	}
-	if !g.lastContact.IsZero() {
-		return g.lastContact
+	if !g.coreLeft.IsZero() {
+		return g.coreLeft
+	}
+	if !g.savedCoreContact.IsZero() {
+		return g.savedCoreContact
 	}
 	return g.started
 }
@@ -189,7 +193,7 @@ func (g *Gateway) expireOnce(now, away time.Time) error {
 			}
 		}
 	}
-	expired := expiredPeers(now, policy, g.state.peers, g.handshakesLocked(own), away)
+	expired := expiredPeers(now, policy, g.state.peers, g.handshakesLocked(own), g.installed, away)
 	if len(expired) == 0 {
 		return nil
 	}

@@ -164,6 +164,11 @@ func TestExpiryWithoutCore(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.handleSignature(ca.sign(t, g))
+	// The sessions were installed ten minutes ago; the handshakes below
+	// belong to them.
+	for k := range g.installed {
+		g.installed[k] = now.Add(-10 * time.Minute)
+	}
 	g.mergeEndpoints([]*gw.PeerEndpoint{
 		{PublicKey: kLive, Endpoint: "192.0.2.1:1000", LastHandshake: now.Add(-time.Minute).UnixMilli()},
 		{PublicKey: kStale, Endpoint: "192.0.2.2:1000", LastHandshake: now.Add(-6 * time.Minute).UnixMilli()},

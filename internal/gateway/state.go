@@ -24,8 +24,9 @@ type savedConfig struct {
 	Endpoints []savedEndpoint `json:"endpoints,omitempty"`
 	// Signature is core's over Revision, Interface and Peers
 	// (internal/gwsign); Touched lists the keys changed after it, which a
-	// restore leaves out. CoreContact (Unix ms) is the last message from
-	// a core: without core, MFA peers expire counting from it.
+	// restore leaves out. CoreContact (Unix ms) is when a core was last
+	// connected: without core, MFA peers with no known handshake expire
+	// counting from it.
 	Signature   []byte   `json:"signature,omitempty"`
 	Touched     []string `json:"touched,omitempty"`
 	CoreContact int64    `json:"core_contact,omitempty"`

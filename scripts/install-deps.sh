@@ -2,8 +2,9 @@
 # Installs the system packages ward's tests use, when they are missing:
 # wireguard-tools (wg, wg-quick), nftables (nft, to inspect the gateway's rules), wireguard-go (wg-quick's userspace
 # fallback without the kernel module), iputils-ping and iproute2 (ip, ss)
-# for the network-namespace tests, oathtool for the TOTP interoperability
-# test, and the PostgreSQL server binaries. Needs
+# for the network-namespace tests, keepalived (VRRP floating IP of the
+# failover drill), oathtool for the TOTP interoperability test, and the
+# PostgreSQL server binaries. Needs
 # root for apt-get; without root it only reports what is missing.
 set -euo pipefail
 
@@ -23,6 +24,8 @@ command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
 # oathtool: an independent TOTP implementation the MFA tests check codes with.
 command -v oathtool >/dev/null 2>&1 || need+=(oathtool)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+# keepalived: moves the floating IP between gateways in `ward drill`.
+command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi
@@ -37,7 +40,8 @@ fi
 echo "install-deps: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# policy-rc.d keeps Debian's postgresql package from starting a cluster.
+# policy-rc.d keeps Debian's postgresql and keepalived packages from starting
+# a cluster or a daemon on the host.
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
 trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

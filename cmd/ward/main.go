@@ -29,6 +29,7 @@ Usage:
   ward client COMMAND                 the VPN client: enroll, status, up, down, sync ("ward client help")
   ward admin reset-password USER      set a user's password directly in the database
   ward demo [--stay] [--keep]         the whole system in one process, unprivileged: a first look
+  ward drill [--runs 5]               failover drill in network namespaces (root): outage per scenario vs. plain WireGuard
   ward version                        print the version
 
 Run "ward core -h", "ward gateway -h" or "ward proxy -h" for the configuration flags; every flag also has a WARD_* variable.
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = runAdmin(ctx, args[1:], stdin, stdout, stderr)
 	case "demo":
 		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "drill":
+		err = runDrill(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "ward %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0

@@ -59,6 +59,8 @@ type Gateway struct {
 	initiatePending bool
 	activatedAt     time.Time
 	lastTakeover    *TakeoverStatus
+	takeoverAt      time.Time // when the last takeover initiated; retries count from it
+	takeoverRetry   int       // next index into takeoverRetries
 	endpoints       map[string]knownEndpoint
 	endpointsDirty  bool
 	// Life without core (signed.go): the last configuration core signed,

@@ -27,6 +27,14 @@ const (
 	endpointPersistEvery = 30 * time.Second
 )
 
+// takeoverRetries are when, after taking over, the gateway initiates again
+// to the peers that have not shaken hands with it yet. The first
+// initiations can be lost in the moment the floating IP moves: measured in
+// the drill, the new active gateway sent them 1-2 ms before keepalived's
+// gratuitous ARP reached the router, which then sent the clients' answers
+// to the old node, and wireguard-go only retries after 5 s.
+var takeoverRetries = []time.Duration{50 * time.Millisecond, 150 * time.Millisecond, 400 * time.Millisecond, time.Second, 2 * time.Second}
+
 // knownEndpoint is where a peer was last seen, by core (any gateway of the
 // location) or by this gateway's own device.
 type knownEndpoint struct {
@@ -59,19 +67,59 @@ func (g *Gateway) roleUpdated(info roleInfo, changed bool) {
 	g.kickRole()
 }
 
-// roleLoop applies the role to the engine whenever it may have changed.
+// roleLoop applies the role to the engine whenever it may have changed,
+// and repeats the takeover initiations on the takeoverRetries schedule.
 func (g *Gateway) roleLoop(ctx context.Context) {
 	t := time.NewTicker(roleReassert)
 	defer t.Stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
 	for {
 		g.syncRole()
+		g.mu.Lock()
+		next, ok := g.nextTakeoverRetryLocked()
+		g.mu.Unlock()
+		if ok {
+			retry.Reset(time.Until(next))
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-g.roleKick:
 		case <-t.C:
+		case <-retry.C:
+			g.mu.Lock()
+			g.retryTakeoverLocked()
+			g.mu.Unlock()
 		}
 	}
+}
+
+// nextTakeoverRetryLocked is when the next repeated initiation is due.
+func (g *Gateway) nextTakeoverRetryLocked() (time.Time, bool) {
+	if g.takeoverAt.IsZero() || g.takeoverRetry >= len(takeoverRetries) {
+		return time.Time{}, false
+	}
+	return g.takeoverAt.Add(takeoverRetries[g.takeoverRetry]), true
+}
+
+// retryTakeoverLocked initiates again, when due, to the peers that have not
+// shaken hands since the gateway became active.
+func (g *Gateway) retryTakeoverLocked() {
+	next, ok := g.nextTakeoverRetryLocked()
+	if !ok || time.Now().Before(next) {
+		return
+	}
+	g.takeoverRetry++
+	if g.engine == nil || g.engineStandby || !g.roles.active() {
+		g.takeoverAt = time.Time{}
+		return
+	}
+	all := make(map[string]bool, len(g.state.peers))
+	for k := range g.state.peers {
+		all[k] = true
+	}
+	g.takeoverLocked(all)
 }
 
 // syncRole brings the engine to the current role: a standby's device goes
@@ -109,6 +157,7 @@ func (g *Gateway) syncRole() {
 	if g.initiatePending && active {
 		g.initiatePending = false
 		g.takeoverLocked(nil)
+		g.takeoverAt, g.takeoverRetry = time.Now(), 0
 	}
 }
 
@@ -165,7 +214,7 @@ func (g *Gateway) takeoverLocked(only map[string]bool) {
 		g.lastTakeover = st
 		g.log.Info("took over: handshakes initiated", "initiated", n, "candidates", len(targets), "took", took)
 	} else {
-		g.log.Info("late endpoints after takeover: handshakes initiated", "initiated", n, "candidates", len(targets))
+		g.log.Info("takeover: handshakes initiated to peers that have not answered yet", "initiated", n, "candidates", len(targets))
 	}
 }
 

@@ -809,6 +809,21 @@ func TestClientEndToEnd(t *testing.T) {
 			if f := failures(p.snapshot()); len(f) > 0 {
 				t.Fatalf("probes failed before the failover: %v", f[0].err)
 			}
+			// A restart without core restores what core signed: let the
+			// signature of the new session's revision reach a1 first (the
+			// reboot step below restarts it from disk).
+			if err := waitFor(10*time.Second, 50*time.Millisecond, func() error {
+				st, err := e.gws["a1"].status()
+				if err != nil {
+					return err
+				}
+				if st.SignedRevision != st.AppliedRevision || st.UnsignedChanges != 0 {
+					return fmt.Errorf("gateway a1 signed revision %d, applied %d, %d unsigned changes", st.SignedRevision, st.AppliedRevision, st.UnsignedChanges)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
 			killed := time.Now()
 			e.gws["a1"].proc.kill(t)
 			err = waitFor(20*time.Second, 50*time.Millisecond, func() error {

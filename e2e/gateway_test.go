@@ -246,6 +246,8 @@ type gatewayStatus struct {
 	ReadyReason     string `json:"ready_reason"`
 	AppliedRevision uint64 `json:"applied_revision"`
 	KnownEndpoints  int    `json:"known_endpoints"`
+	SignedRevision  uint64 `json:"signed_revision"`
+	UnsignedChanges int    `json:"unsigned_changes"`
 	Peers           []struct {
 		PublicKey     string `json:"public_key"`
 		Endpoint      string `json:"endpoint"`

@@ -73,6 +73,11 @@ type Gateway struct {
 	localDirty bool
 	started    time.Time
 	restoring  bool // applying the saved configuration at boot
+	// What config.json holds now: the signed revision and how many keys
+	// changed after it (for /status).
+	diskSigned   uint64
+	diskUnsigned int
+	persistMu    sync.Mutex
 	// savedCoreContact is when a core was last connected before this
 	// process started (from config.json).
 	savedCoreContact time.Time
@@ -310,6 +315,10 @@ func (g *Gateway) persistLoop(ctx context.Context) {
 }
 
 func (g *Gateway) persistNow() {
+	// One writer at a time, each capturing the state when it starts: a
+	// write never replaces a newer one.
+	g.persistMu.Lock()
+	defer g.persistMu.Unlock()
 	g.linksMu.Lock()
 	contact := g.coreLeft
 	if len(g.links) > 0 {
@@ -343,7 +352,11 @@ func (g *Gateway) persistNow() {
 	}
 	if err != nil {
 		g.log.Error("could not save the config to disk", "err", err)
+		return
 	}
+	g.mu.Lock()
+	g.diskSigned, g.diskUnsigned = saved.Revision, len(saved.Touched)
+	g.mu.Unlock()
 }
 
 // Ready tells whether the data plane works: interface up, config applied.

@@ -84,6 +84,11 @@ type Status struct {
 	FloatingIPs    []string        `json:"floating_ips"`
 	KnownEndpoints int             `json:"known_endpoints"`
 	LastTakeover   *TakeoverStatus `json:"last_takeover,omitempty"`
+	// SignedRevision is the revision of the signed configuration on disk
+	// (what a restart without core restores), UnsignedChanges the keys
+	// changed after it, which such a restore leaves out.
+	SignedRevision  uint64 `json:"signed_revision"`
+	UnsignedChanges int    `json:"unsigned_changes"`
 }
 
 // PeerStatus is one peer in /status.
@@ -125,6 +130,7 @@ func (g *Gateway) Status() Status {
 	defer g.mu.Unlock()
 	s.AppliedRevision = g.state.revision
 	s.KnownEndpoints = len(g.endpoints)
+	s.SignedRevision, s.UnsignedChanges = g.diskSigned, g.diskUnsigned
 	if g.lastTakeover != nil {
 		t := *g.lastTakeover
 		s.LastTakeover = &t

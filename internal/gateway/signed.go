@@ -29,13 +29,20 @@ type signedConfig struct {
 }
 
 // handleSignature keeps the applied configuration as the signed one when
-// core's signature matches it.
+// core's signature matches it, and writes it to disk at once: it is what a
+// restart without core restores.
 func (g *Gateway) handleSignature(s *gw.ConfigSignature) {
+	if g.takeSignature(s) {
+		g.persistNow()
+	}
+}
+
+func (g *Gateway) takeSignature(s *gw.ConfigSignature) bool {
 	pub := g.caKey()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if s.GetRevision() != g.state.revision || g.localDirty || pub == nil {
-		return // stale (a newer revision is applied), or not what core signed
+		return false // stale (a newer revision is applied), or not what core signed
 	}
 	d, err := gwsign.Digest(g.state.revision, g.state.iface, slices.Collect(maps.Values(g.state.peers)))
 	if err == nil {
@@ -44,11 +51,11 @@ func (g *Gateway) handleSignature(s *gw.ConfigSignature) {
 	if err != nil {
 		g.metrics.signatureFailures.Inc()
 		g.log.Warn("core's signature does not match the applied configuration", "revision", s.GetRevision(), "err", err)
-		return
+		return false
 	}
 	g.signed = &signedConfig{revision: g.state.revision, iface: g.state.iface, peers: maps.Clone(g.state.peers), signature: s.GetSignature()}
 	clear(g.touched)
-	g.signalPersistLocked()
+	return true
 }
 
 // noteTouchedLocked records keys changed since the signed configuration.

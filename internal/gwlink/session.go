@@ -140,6 +140,7 @@ func (w *worker) Session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 	// mirror is the gateway's configuration as this stream sent it, so that
 	// core can sign the whole of it once the gateway acknowledged it.
 	mirror := newConfigMirror()
+	var lastSigned time.Time
 	sent := int64(hello.GetAppliedRevision())
 	var awaitingAck int64
 	var ackDeadline time.Time
@@ -196,12 +197,13 @@ func (w *worker) Session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 			if err := w.syncEndpoints(ctx, t.LocationID, &endpoints, send); err != nil {
 				return true, err
 			}
-			// Signed on the poll beat, not per ack: a burst of changes
-			// costs one signature a second at most.
+			// What the ack path left unsigned (acks in a burst) is signed
+			// on the poll beat.
 			if link.AppliedRevision == sent && awaitingAck == 0 {
 				if msg, err := mirror.sign(w.m.ca.Key, uint64(sent)); err != nil {
 					w.log.Warn("cannot sign the gateway's configuration", "err", err)
 				} else if msg != nil {
+					lastSigned = time.Now()
 					if err := send(msg); err != nil {
 						return true, err
 					}
@@ -220,6 +222,18 @@ func (w *worker) Session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 				w.m.metrics.applied.WithLabelValues(t.ID).Set(float64(link.AppliedRevision))
 				if link.AppliedRevision >= awaitingAck {
 					awaitingAck = 0
+				}
+				// Sign soon after the ack (a restart without core restores
+				// only signed configurations), at most every signEvery.
+				if link.AppliedRevision == sent && awaitingAck == 0 && time.Since(lastSigned) >= signEvery {
+					if msg, err := mirror.sign(w.m.ca.Key, uint64(sent)); err != nil {
+						w.log.Warn("cannot sign the gateway's configuration", "err", err)
+					} else if msg != nil {
+						lastSigned = time.Now()
+						if err := send(msg); err != nil {
+							return true, err
+						}
+					}
 				}
 				if err := w.m.vpn.TouchLink(ctx, t.ID, w.m.coreID, link.AppliedRevision); err != nil {
 					w.log.Warn("cannot record ack", "err", err)

@@ -2,10 +2,16 @@ package gwlink
 
 import (
 	"crypto"
+	"time"
 
 	"github.com/wardvpn/ward/internal/gwsign"
 	gw "github.com/wardvpn/ward/internal/rpc/gatewayv1"
 )
+
+// signEvery bounds how often a stream signs after acks: signing digests the
+// whole configuration (milliseconds at 10,000 peers), and a burst of changes
+// needs only its last revision signed.
+const signEvery = 250 * time.Millisecond
 
 // configMirror follows what one stream sent the gateway (the snapshot, then
 // every change), so core can sign the gateway's whole configuration at the

@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	wnetns "github.com/wardvpn/ward/internal/netns"
 )
 
 // requireNetns skips the test unless it can build namespaces and TUN
@@ -59,11 +57,7 @@ func requireProgram(t *testing.T, name, pkg string) string {
 // runSuffix returns n random hex characters for names unique to this run
 // (interface names are global in /var/run/wireguard and limited to 15
 // characters).
-func runSuffix(n int) string {
-	b := make([]byte, (n+1)/2)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)[:n]
-}
+func runSuffix(n int) string { return wnetns.RandomSuffix(n) }
 
 // netns is a network namespace created by the test and deleted when it ends.
 type netns struct {
@@ -120,42 +114,8 @@ func veth(t *testing.T, a *netns, aName, aAddr string, b *netns, bName, bAddr st
 }
 
 // do runs fn on an OS thread switched into the namespace, so sockets fn
-// creates live there (a socket keeps its namespace for life). The thread is
-// switched back before it is returned to the scheduler; if that fails it
-// stays locked and exits with its goroutine.
-func (n *netns) do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer self.Close()
-		target, err := os.Open(filepath.Join("/var/run/netns", n.name))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", n.name, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns back from %s: %w (thread discarded)", n.name, err)
-			return // locked: the runtime ends this thread
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// creates live there (internal/netns).
+func (n *netns) do(fn func() error) error { return (&wnetns.NS{Name: n.name}).Do(fn) }
 
 // dial opens a connection from inside the namespace.
 func (n *netns) dial(ctx context.Context, network, addr string) (net.Conn, error) {

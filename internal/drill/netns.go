@@ -7,19 +7,14 @@ package drill
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/wardvpn/ward/internal/netns"
 )
 
 // cmdTimeout bounds every short command (ip, wg, wg-quick).
@@ -27,11 +22,7 @@ const cmdTimeout = 30 * time.Second
 
 // randomHex returns n random hex digits, for names unique to one run
 // (namespaces, links, WireGuard interfaces: /var/run/wireguard is global).
-func randomHex(n int) string {
-	b := make([]byte, (n+1)/2)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)[:n]
-}
+func randomHex(n int) string { return netns.RandomSuffix(n) }
 
 // cleanEnv is this process's environment without WARD_* variables (they
 // would configure the children), plus extra.
@@ -62,27 +53,20 @@ func runCmd(ctx context.Context, env []string, name string, args ...string) (str
 
 // NS is a network namespace the drill created.
 type NS struct {
-	Name string
+	*netns.NS
 }
 
 func createNS(ctx context.Context, name string) (*NS, error) {
-	if _, err := runCmd(ctx, nil, "ip", "netns", "add", name); err != nil {
+	n, err := netns.CreateNamed(ctx, name)
+	if err != nil {
 		return nil, err
 	}
-	n := &NS{Name: name}
-	if err := n.ip(ctx, "link", "set", "lo", "up"); err != nil {
-		_ = n.delete()
-		return nil, err
-	}
-	return n, nil
+	return &NS{n}, nil
 }
 
 // delete removes the namespace (processes still inside keep it alive until
 // they exit: stop them first).
-func (n *NS) delete() error {
-	_, err := runCmd(context.Background(), nil, "ip", "netns", "delete", n.Name)
-	return err
-}
+func (n *NS) delete() error { return n.Delete() }
 
 // ip runs `ip -n NS args...`.
 func (n *NS) ip(ctx context.Context, args ...string) error {
@@ -109,60 +93,10 @@ func (n *NS) hasAddr(ctx context.Context, dev, addr string) (bool, error) {
 	return false, nil
 }
 
-// do runs fn on an OS thread switched into the namespace, so that sockets fn
-// creates live there (a socket keeps its namespace for life). The thread
-// returns to its namespace afterwards; if that fails it stays locked and Go
-// ends it with the goroutine.
-func (n *NS) do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer self.Close()
-		target, err := os.Open(filepath.Join("/var/run/netns", n.Name))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace %s: %w", n.Name, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("leave namespace %s: %w (thread discarded)", n.Name, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
-
-// dial opens a connection from inside the namespace.
-func (n *NS) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := n.do(func() error {
-		d := net.Dialer{Timeout: 5 * time.Second}
-		var err error
-		c, err = d.DialContext(ctx, network, addr)
-		return err
-	})
-	return c, err
-}
-
 // httpClient talks HTTP from inside the namespace. Keep-alive is off: the
 // servers are killed and restarted on purpose.
 func (n *NS) httpClient(timeout time.Duration) *http.Client {
-	return &http.Client{Timeout: timeout, Transport: &http.Transport{Proxy: nil, DialContext: n.dial, DisableKeepAlives: true}}
+	return &http.Client{Timeout: timeout, Transport: n.Transport(0)}
 }
 
 // waitFor polls cond every interval until it returns nil, ctx ends or the

@@ -29,22 +29,29 @@ type signedConfig struct {
 }
 
 // handleSignature keeps the applied configuration as the signed one when
-// core's signature matches it, and writes it to disk at once: it is what a
-// restart without core restores.
+// core's signature matches it, and has the persist loop write it (off this
+// stream's goroutine: at 10,000 peers the file is megabytes, and the next
+// change must not wait for the disk).
 func (g *Gateway) handleSignature(s *gw.ConfigSignature) {
 	if g.takeSignature(s) {
-		g.persistNow()
+		g.mu.Lock()
+		g.signalPersistLocked()
+		g.mu.Unlock()
 	}
 }
 
 func (g *Gateway) takeSignature(s *gw.ConfigSignature) bool {
 	pub := g.caKey()
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if s.GetRevision() != g.state.revision || g.localDirty || pub == nil {
+		g.mu.Unlock()
 		return false // stale (a newer revision is applied), or not what core signed
 	}
-	d, err := gwsign.Digest(g.state.revision, g.state.iface, slices.Collect(maps.Values(g.state.peers)))
+	// Digest a copy outside the lock: at 10,000 peers it takes
+	// milliseconds, and changes must keep applying meanwhile.
+	cand := &signedConfig{revision: g.state.revision, iface: g.state.iface, peers: maps.Clone(g.state.peers), signature: s.GetSignature()}
+	g.mu.Unlock()
+	d, err := gwsign.Digest(cand.revision, cand.iface, slices.Collect(maps.Values(cand.peers)))
 	if err == nil {
 		err = gwsign.Verify(pub, d, s.GetSignature())
 	}
@@ -53,7 +60,14 @@ func (g *Gateway) takeSignature(s *gw.ConfigSignature) bool {
 		g.log.Warn("core's signature does not match the applied configuration", "revision", s.GetRevision(), "err", err)
 		return false
 	}
-	g.signed = &signedConfig{revision: g.state.revision, iface: g.state.iface, peers: maps.Clone(g.state.peers), signature: s.GetSignature()}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.state.revision != cand.revision || g.localDirty {
+		// Changed meanwhile; the keys it touched are in g.touched,
+		// recorded against the previous signed base: keep that base.
+		return false
+	}
+	g.signed = cand
 	clear(g.touched)
 	return true
 }

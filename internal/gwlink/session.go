@@ -126,6 +126,27 @@ func (w *worker) Session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 		<-ingestDone
 	}()
 
+	// Signatures are computed off this loop, latest job wins.
+	signJobs := make(chan signJob, 1)
+	signDone := make(chan struct{})
+	go func() {
+		defer close(signDone)
+		for j := range signJobs {
+			msg, err := j.sign(w.m.ca.Key)
+			if err != nil {
+				w.log.Warn("cannot sign the gateway's configuration", "revision", j.revision, "err", err)
+				continue
+			}
+			if err := send(msg); err != nil {
+				w.log.Debug("configuration signature not sent", "err", err)
+			}
+		}
+	}()
+	defer func() {
+		close(signJobs)
+		<-signDone
+	}()
+
 	wake, unsubscribe := w.m.vpn.Hub().Subscribe(t.LocationID)
 	defer unsubscribe()
 	poll := time.NewTicker(w.m.opts.RevisionPoll)
@@ -200,13 +221,9 @@ func (w *worker) Session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 			// What the ack path left unsigned (acks in a burst) is signed
 			// on the poll beat.
 			if link.AppliedRevision == sent && awaitingAck == 0 {
-				if msg, err := mirror.sign(w.m.ca.Key, uint64(sent)); err != nil {
-					w.log.Warn("cannot sign the gateway's configuration", "err", err)
-				} else if msg != nil {
+				if j, ok := mirror.job(uint64(sent)); ok {
 					lastSigned = time.Now()
-					if err := send(msg); err != nil {
-						return true, err
-					}
+					queueSign(signJobs, j)
 				}
 			}
 		case r := <-incoming:
@@ -226,13 +243,9 @@ func (w *worker) Session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 				// Sign soon after the ack (a restart without core restores
 				// only signed configurations), at most every signEvery.
 				if link.AppliedRevision == sent && awaitingAck == 0 && time.Since(lastSigned) >= signEvery {
-					if msg, err := mirror.sign(w.m.ca.Key, uint64(sent)); err != nil {
-						w.log.Warn("cannot sign the gateway's configuration", "err", err)
-					} else if msg != nil {
+					if j, ok := mirror.job(uint64(sent)); ok {
 						lastSigned = time.Now()
-						if err := send(msg); err != nil {
-							return true, err
-						}
+						queueSign(signJobs, j)
 					}
 				}
 				if err := w.m.vpn.TouchLink(ctx, t.ID, w.m.coreID, link.AppliedRevision); err != nil {

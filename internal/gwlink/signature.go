@@ -52,17 +52,31 @@ func (m *configMirror) apply(msg *gw.CoreMessage) {
 	}
 }
 
-// sign returns the signature message for revision when the mirror holds
-// exactly that revision and it was not signed yet, else nil.
-func (m *configMirror) sign(key crypto.Signer, revision uint64) (*gw.CoreMessage, error) {
+// signJob is a configuration to sign, copied out of the mirror so the
+// digest (milliseconds at 10,000 peers) runs off the stream's loop.
+type signJob struct {
+	revision uint64
+	iface    *gw.Interface
+	peers    []*gw.Peer
+}
+
+// job returns the configuration at revision to sign, when the mirror holds
+// exactly that revision and it was not handed out for signing yet.
+func (m *configMirror) job(revision uint64) (signJob, bool) {
 	if !m.complete || m.revision != revision || m.signed == revision || revision == 0 {
-		return nil, nil
+		return signJob{}, false
 	}
+	m.signed = revision
 	peers := make([]*gw.Peer, 0, len(m.peers))
 	for _, p := range m.peers {
 		peers = append(peers, p)
 	}
-	d, err := gwsign.Digest(revision, m.iface, peers)
+	return signJob{revision: revision, iface: m.iface, peers: peers}, true
+}
+
+// sign signs the job with core's CA key.
+func (j signJob) sign(key crypto.Signer) (*gw.CoreMessage, error) {
+	d, err := gwsign.Digest(j.revision, j.iface, j.peers)
 	if err != nil {
 		return nil, err
 	}
@@ -70,6 +84,21 @@ func (m *configMirror) sign(key crypto.Signer, revision uint64) (*gw.CoreMessage
 	if err != nil {
 		return nil, err
 	}
-	m.signed = revision
-	return &gw.CoreMessage{Msg: &gw.CoreMessage_ConfigSignature{ConfigSignature: &gw.ConfigSignature{Revision: revision, Signature: sig}}}, nil
+	return &gw.CoreMessage{Msg: &gw.CoreMessage_ConfigSignature{ConfigSignature: &gw.ConfigSignature{Revision: j.revision, Signature: sig}}}, nil
+}
+
+// queueSign hands a job to the signer, replacing one still waiting (only
+// the newest revision matters).
+func queueSign(jobs chan signJob, j signJob) {
+	for {
+		select {
+		case jobs <- j:
+			return
+		default:
+		}
+		select {
+		case <-jobs:
+		default:
+		}
+	}
 }

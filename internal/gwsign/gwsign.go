@@ -34,16 +34,21 @@ var ErrBadSignature = errors.New("gwsign: configuration signature does not verif
 // Digest is the SHA-256 of the canonical form of a gateway configuration.
 func Digest(revision uint64, iface *gw.Interface, peers []*gw.Peer) ([32]byte, error) {
 	norm := &gw.Snapshot{Revision: revision, Interface: iface}
-	if iface != nil {
+	if iface != nil && !slices.IsSorted(iface.GetAddresses()) {
 		c := proto.Clone(iface).(*gw.Interface)
 		c.Addresses = sortedCopy(c.Addresses)
 		norm.Interface = c
 	}
+	// Copies only where the order must change (core sends allowed IPs
+	// sorted already): this runs over every peer of the location.
 	norm.Peers = make([]*gw.Peer, len(peers))
 	for i, p := range peers {
-		c := proto.Clone(p).(*gw.Peer)
-		c.AllowedIps = sortedCopy(c.AllowedIps)
-		norm.Peers[i] = c
+		if !slices.IsSorted(p.GetAllowedIps()) {
+			c := proto.Clone(p).(*gw.Peer)
+			c.AllowedIps = sortedCopy(c.AllowedIps)
+			p = c
+		}
+		norm.Peers[i] = p
 	}
 	slices.SortFunc(norm.Peers, func(a, b *gw.Peer) int { return strings.Compare(a.GetPublicKey(), b.GetPublicKey()) })
 	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(norm)

@@ -20,8 +20,8 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/wardvpn/ward/bench/internal/harness"
-	"github.com/wardvpn/ward/bench/internal/netns"
 	"github.com/wardvpn/ward/internal/gateway/wgengine"
+	"github.com/wardvpn/ward/internal/netns"
 )
 
 // Target of the apply benchmark (issue: "cold apply of 10,000 peers within

@@ -18,8 +18,8 @@ import (
 	"time"
 
 	"github.com/wardvpn/ward/bench/internal/harness"
-	"github.com/wardvpn/ward/bench/internal/netns"
 	"github.com/wardvpn/ward/internal/core"
+	"github.com/wardvpn/ward/internal/netns"
 	"github.com/wardvpn/ward/internal/store"
 )
 

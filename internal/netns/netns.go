@@ -1,8 +1,9 @@
-// Package netns gives a benchmark a network namespace of its own: created
-// with `ip netns add` under a unique name, processes started inside it with
-// `ip netns exec`, and TCP connections from the benchmark process into it
-// (so a client in the host namespace can reach services listening on the
-// namespace's loopback). Needs root, iproute2 and Linux.
+// Package netns handles network namespaces the process creates for itself
+// (benchmarks, `ward drill`, end-to-end tests): created with `ip netns add`,
+// programs run inside with `ip netns exec` (which execs in place, so the
+// command's PID is the program's), and sockets opened from an OS thread
+// switched into the namespace (a socket keeps its namespace for life).
+// Needs root, iproute2 and Linux.
 package netns
 
 import (
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -50,30 +52,24 @@ func RandomSuffix(n int) string {
 // NS is a network namespace this process created.
 type NS struct {
 	Name string
-	fd   *os.File // /var/run/netns/NAME
-	host *os.File // the namespace this process started in
 }
 
 // Create adds a namespace called prefix plus a random suffix and brings its
 // loopback up. The caller must Delete it.
 func Create(ctx context.Context, prefix string) (*NS, error) {
-	name := prefix + RandomSuffix(8)
+	return CreateNamed(ctx, prefix+RandomSuffix(8))
+}
+
+// CreateNamed adds the namespace name (unique per run: the caller's job) and
+// brings its loopback up. The caller must Delete it.
+func CreateNamed(ctx context.Context, name string) (*NS, error) {
 	if out, err := exec.CommandContext(ctx, "ip", "netns", "add", name).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("ip netns add %s: %w: %s", name, err, strings.TrimSpace(string(out)))
 	}
 	n := &NS{Name: name}
 	if out, err := exec.CommandContext(ctx, "ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		n.Delete()
+		_ = n.Delete()
 		return nil, fmt.Errorf("ip -n %s link set lo up: %w: %s", name, err, strings.TrimSpace(string(out)))
-	}
-	var err error
-	if n.fd, err = os.Open("/var/run/netns/" + name); err != nil {
-		n.Delete()
-		return nil, err
-	}
-	if n.host, err = os.Open("/proc/self/ns/net"); err != nil {
-		n.Delete()
-		return nil, err
 	}
 	return n, nil
 }
@@ -81,14 +77,6 @@ func Create(ctx context.Context, prefix string) (*NS, error) {
 // Delete removes the namespace. Processes still inside keep it alive until
 // they exit, so stop them first.
 func (n *NS) Delete() error {
-	if n.fd != nil {
-		n.fd.Close()
-		n.fd = nil
-	}
-	if n.host != nil {
-		n.host.Close()
-		n.host = nil
-	}
 	out, err := exec.Command("ip", "netns", "delete", n.Name).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("ip netns delete %s: %w: %s", n.Name, err, strings.TrimSpace(string(out)))
@@ -96,49 +84,71 @@ func (n *NS) Delete() error {
 	return nil
 }
 
-// Command returns `ip netns exec NAME prog args...`. ip execs prog in place,
-// so the command's PID is prog's.
+// Command returns `ip netns exec NAME prog args...`.
 func (n *NS) Command(prog string, args ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", n.Name, prog}, args...)...)
 }
 
-func setns(f *os.File) error { return unix.Setns(int(f.Fd()), unix.CLONE_NEWNET) }
-
-// DialContext opens a connection from inside the namespace: the socket is
-// created on an OS thread that has entered the namespace, and a socket stays
-// in the namespace it was created in. The thread returns to the host
-// namespace afterwards (or is discarded if it cannot).
-func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
+// Do runs fn on an OS thread switched into the namespace, so that sockets fn
+// creates live there. The thread returns to its own namespace afterwards; if
+// that fails it stays locked and Go ends it with the goroutine, so no thread
+// in the wrong namespace ever goes back to the scheduler.
+func (n *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := setns(n.fd); err != nil {
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{nil, fmt.Errorf("enter namespace %s: %w", n.Name, err)}
+			errc <- err
 			return
 		}
-		d := net.Dialer{Timeout: 10 * time.Second}
-		c, err := d.DialContext(ctx, network, addr)
-		if rerr := setns(n.host); rerr == nil {
+		defer self.Close()
+		target, err := os.Open(filepath.Join("/var/run/netns", n.Name))
+		if err != nil {
 			runtime.UnlockOSThread()
-		} else if err == nil {
-			// Leave the thread locked: Go ends it with this goroutine.
-			err = fmt.Errorf("return to the host namespace: %w", rerr)
-			c.Close()
-			c = nil
+			errc <- err
+			return
 		}
-		ch <- result{c, err}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter namespace %s: %w", n.Name, err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("leave namespace %s: %w (thread discarded)", n.Name, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-errc
+}
+
+// DialContext opens a connection from inside the namespace.
+func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() error {
+		d := net.Dialer{Timeout: 10 * time.Second}
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// Listen opens a listener inside the namespace.
+func (n *NS) Listen(network, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := n.Do(func() (err error) { l, err = net.Listen(network, addr); return err })
+	return l, err
 }
 
 // Transport is an HTTP transport whose connections are dialled inside the
-// namespace, for services listening on its loopback.
+// namespace, for services listening on its loopback; maxConns sizes the
+// idle pool (0: no keep-alive, for servers that are killed on purpose).
 func (n *NS) Transport(maxConns int) *http.Transport {
 	return &http.Transport{
 		Proxy:               nil,
@@ -147,5 +157,6 @@ func (n *NS) Transport(maxConns int) *http.Transport {
 		MaxIdleConnsPerHost: maxConns * 2,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
+		DisableKeepAlives:   maxConns == 0,
 	}
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need, checks formatting
-# and vet, then runs every test with the race detector on SQLite and on a
+# and vet and the deployment artifacts, then runs every test with the race detector on SQLite and on a
 # throwaway PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,9 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go vet ./...
+# Deployment artifacts (Helm chart, systemd, compose): helm lint/template and
+# kubeconform against Kubernetes schemas generated offline.
+bash scripts/check-deploy.sh
 go test -race -count=1 -timeout 45m ./... 2>&1 | tee /tmp/ward-test-$$.log
 status=${PIPESTATUS[0]}
 passed=$(grep -c '^ok ' /tmp/ward-test-$$.log || true)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -30,8 +31,13 @@ func ifnameData(name string) []byte {
 
 func (m *masquerade) install() error {
 	for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		// Already on (a pod's or container's sysctls): no write, so a
+		// read-only /proc/sys (unprivileged containers) is fine.
+		if cur, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(cur)) == "1" {
+			continue
+		}
 		if err := os.WriteFile(f, []byte("1"), 0o644); err != nil {
-			return fmt.Errorf("enable forwarding (%s): %w", f, err)
+			return fmt.Errorf("enable forwarding (%s; set it with sysctls where /proc/sys is read-only): %w", f, err)
 		}
 	}
 	c, err := nftables.New()

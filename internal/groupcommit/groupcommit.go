@@ -124,3 +124,28 @@ func (q *Queue[Req, Res]) take(pending []*waiter[Req, Res]) (batch, rest []*wait
 	}
 	return batch, rest
 }
+
+// Split runs the batch with run. When that fails and the batch holds more
+// than one request, the failure is reported to split and each request runs
+// alone, so that only the request at fault fails; failed turns an error into
+// its result.
+func Split[Req, Res any](batch []Req, run func([]Req) ([]Res, error), failed func(error) Res, split func(error)) []Res {
+	results, err := run(batch)
+	if err == nil {
+		return results
+	}
+	if len(batch) == 1 {
+		return []Res{failed(err)}
+	}
+	split(err)
+	out := make([]Res, len(batch))
+	for i := range batch {
+		res, err := run(batch[i : i+1])
+		if err != nil {
+			out[i] = failed(err)
+			continue
+		}
+		out[i] = res[0]
+	}
+	return out
+}

@@ -2,6 +2,7 @@ package groupcommit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -123,5 +124,44 @@ func TestQueueLeaderContextCancelledStillServesBatch(t *testing.T) {
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatalf("the batch ran on the leader's cancelled context: %v", err)
+	}
+}
+
+func TestSplit(t *testing.T) {
+	errBad := errors.New("request 3 is bad")
+	run := func(calls *[][]int) func([]int) ([]string, error) {
+		return func(b []int) ([]string, error) {
+			*calls = append(*calls, b)
+			out := make([]string, len(b))
+			for i, r := range b {
+				if r == 3 {
+					return nil, errBad
+				}
+				out[i] = fmt.Sprint(r)
+			}
+			return out, nil
+		}
+	}
+	failed := func(err error) string { return "failed: " + err.Error() }
+	tests := []struct {
+		name      string
+		batch     []int
+		want      []string
+		wantCalls int
+		wantSplit bool
+	}{
+		{"whole batch commits", []int{1, 2}, []string{"1", "2"}, 1, false},
+		{"lone failure", []int{3}, []string{"failed: request 3 is bad"}, 1, false},
+		{"one at fault, the others commit alone", []int{1, 3, 4}, []string{"1", "failed: request 3 is bad", "4"}, 4, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls [][]int
+			split := false
+			got := Split(tt.batch, run(&calls), failed, func(error) { split = true })
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) || len(calls) != tt.wantCalls || split != tt.wantSplit {
+				t.Fatalf("got %q in %d calls (split %v), want %q in %d (split %v)", got, len(calls), split, tt.want, tt.wantCalls, tt.wantSplit)
+			}
+		})
 	}
 }

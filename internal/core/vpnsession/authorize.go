@@ -48,24 +48,12 @@ func (s *Service) authorize(ctx context.Context, c challengeRow) (Session, strin
 // through another replica), the transaction is lost for every login in it:
 // each is then committed alone, so only the login at fault is refused.
 func (s *Service) authorizeBatch(ctx context.Context, locationID string, batch []challengeRow) []authResult {
-	results, err := s.authorizeTx(ctx, locationID, batch)
-	if err == nil {
-		return results
-	}
-	if len(batch) == 1 {
-		return []authResult{{err: err}}
-	}
-	s.log.Warn("batch of MFA logins failed; committing them one by one", "location_id", locationID, "logins", len(batch), "err", err)
-	out := make([]authResult, len(batch))
-	for i := range batch {
-		res, err := s.authorizeTx(ctx, locationID, batch[i:i+1])
-		if err != nil {
-			out[i] = authResult{err: err}
-			continue
-		}
-		out[i] = res[0]
-	}
-	return out
+	return groupcommit.Split(batch,
+		func(b []challengeRow) ([]authResult, error) { return s.authorizeTx(ctx, locationID, b) },
+		func(err error) authResult { return authResult{err: err} },
+		func(err error) {
+			s.log.Warn("batch of MFA logins failed; committing them one by one", "location_id", locationID, "logins", len(batch), "err", err)
+		})
 }
 
 // errNoLogin rolls back a batch in which every login was refused, so the

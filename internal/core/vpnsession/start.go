@@ -34,24 +34,12 @@ func (s *Service) newStartQueue() *groupcommit.Queue[startRequest, startResult] 
 // startBatch writes the batch's challenges in one transaction; should a
 // statement fail, each start is written alone so only the faulty one fails.
 func (s *Service) startBatch(ctx context.Context, _ string, batch []startRequest) []startResult {
-	results, err := s.startTx(ctx, batch)
-	if err == nil {
-		return results
-	}
-	if len(batch) == 1 {
-		return []startResult{{err: err}}
-	}
-	s.log.Warn("batch of MFA starts failed; writing them one by one", "starts", len(batch), "err", err)
-	out := make([]startResult, len(batch))
-	for i := range batch {
-		res, err := s.startTx(ctx, batch[i:i+1])
-		if err != nil {
-			out[i] = startResult{err: err}
-			continue
-		}
-		out[i] = res[0]
-	}
-	return out
+	return groupcommit.Split(batch,
+		func(b []startRequest) ([]startResult, error) { return s.startTx(ctx, b) },
+		func(err error) startResult { return startResult{err: err} },
+		func(err error) {
+			s.log.Warn("batch of MFA starts failed; writing them one by one", "starts", len(batch), "err", err)
+		})
 }
 
 // errNoStart rolls back a batch whose every start was over the limit.

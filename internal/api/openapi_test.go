@@ -26,6 +26,7 @@ import (
 	"github.com/wardvpn/ward/internal/core/mfa"
 	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/lease"
 	"github.com/wardvpn/ward/internal/mail/mailtest"
 	"github.com/wardvpn/ward/internal/store"
 )
@@ -64,41 +65,44 @@ var oapiInputTypes = map[string]reflect.Type{
 // oapiOutputTypes maps a schema (a JSON pointer into the document) to the Go
 // type the server encodes for it.
 var oapiOutputTypes = map[string]reflect.Type{
-	"#/components/schemas/Error":                  reflect.TypeFor[errorBody](),
-	"#/components/schemas/Error/properties/error": reflect.TypeFor[errorDetail](),
-	"#/components/schemas/LoginResponse":          reflect.TypeFor[loginResponse](),
-	"#/components/schemas/User":                   reflect.TypeFor[identity.User](),
-	"#/components/schemas/Me":                     reflect.TypeFor[meResponse](),
-	"#/components/schemas/Group":                  reflect.TypeFor[identity.Group](),
-	"#/components/schemas/APIToken":               reflect.TypeFor[identity.APIToken](),
-	"#/components/schemas/Device":                 reflect.TypeFor[vpn.Device](),
-	"#/components/schemas/DeviceAddress":          reflect.TypeFor[vpn.DeviceAddress](),
-	"#/components/schemas/CreatedDevice":          reflect.TypeFor[createdDeviceResponse](),
-	"#/components/schemas/Location":               reflect.TypeFor[vpn.Location](),
-	"#/components/schemas/Component":              reflect.TypeFor[vpn.Component](),
-	"#/components/schemas/GatewayStatus":          reflect.TypeFor[vpn.GatewayStatus](),
-	"#/components/schemas/GatewayLink":            reflect.TypeFor[vpn.GatewayLink](),
-	"#/components/schemas/JoinToken":              reflect.TypeFor[vpn.JoinToken](),
-	"#/components/schemas/CreatedGateway":         reflect.TypeFor[vpn.CreatedGateway](),
-	"#/components/schemas/TrafficTotals":          reflect.TypeFor[stats.Totals](),
-	"#/components/schemas/TrafficPoint":           reflect.TypeFor[stats.Point](),
-	"#/components/schemas/DeviceUsage":            reflect.TypeFor[stats.DeviceUsage](),
-	"#/components/schemas/GatewayUsage":           reflect.TypeFor[stats.GatewayUsage](),
-	"#/components/schemas/LocationStats":          reflect.TypeFor[stats.LocationStats](),
-	"#/components/schemas/DeviceLocationUsage":    reflect.TypeFor[stats.DeviceLocationUsage](),
-	"#/components/schemas/DeviceStats":            reflect.TypeFor[stats.DeviceStats](),
-	"#/components/schemas/Settings":               reflect.TypeFor[core.Settings](),
-	"#/components/schemas/AuditEntry":             reflect.TypeFor[core.AuditEntry](),
-	"#/components/schemas/UserPage":               reflect.TypeFor[page[identity.User]](),
-	"#/components/schemas/GroupPage":              reflect.TypeFor[page[identity.Group]](),
-	"#/components/schemas/APITokenPage":           reflect.TypeFor[page[identity.APIToken]](),
-	"#/components/schemas/DevicePage":             reflect.TypeFor[page[vpn.Device]](),
-	"#/components/schemas/LocationPage":           reflect.TypeFor[page[vpn.Location]](),
-	"#/components/schemas/ComponentPage":          reflect.TypeFor[page[vpn.Component]](),
-	"#/components/schemas/AuditPage":              reflect.TypeFor[page[core.AuditEntry]](),
-	"#/components/schemas/Enrollment":             reflect.TypeFor[enroll.Started](),
-	"#/components/schemas/TOTPSetup":              reflect.TypeFor[mfa.Setup](),
-	"#/components/schemas/RecoveryCodes":          reflect.TypeFor[mfa.RecoveryCodes](),
+	"#/components/schemas/Error":                             reflect.TypeFor[errorBody](),
+	"#/components/schemas/Error/properties/error":            reflect.TypeFor[errorDetail](),
+	"#/components/schemas/LoginResponse":                     reflect.TypeFor[loginResponse](),
+	"#/components/schemas/User":                              reflect.TypeFor[identity.User](),
+	"#/components/schemas/Me":                                reflect.TypeFor[meResponse](),
+	"#/components/schemas/Group":                             reflect.TypeFor[identity.Group](),
+	"#/components/schemas/APIToken":                          reflect.TypeFor[identity.APIToken](),
+	"#/components/schemas/Device":                            reflect.TypeFor[vpn.Device](),
+	"#/components/schemas/DeviceAddress":                     reflect.TypeFor[vpn.DeviceAddress](),
+	"#/components/schemas/CreatedDevice":                     reflect.TypeFor[createdDeviceResponse](),
+	"#/components/schemas/Location":                          reflect.TypeFor[vpn.Location](),
+	"#/components/schemas/Component":                         reflect.TypeFor[vpn.Component](),
+	"#/components/schemas/GatewayStatus":                     reflect.TypeFor[vpn.GatewayStatus](),
+	"#/components/schemas/GatewayLink":                       reflect.TypeFor[vpn.GatewayLink](),
+	"#/components/schemas/JoinToken":                         reflect.TypeFor[vpn.JoinToken](),
+	"#/components/schemas/CreatedGateway":                    reflect.TypeFor[vpn.CreatedGateway](),
+	"#/components/schemas/TrafficTotals":                     reflect.TypeFor[stats.Totals](),
+	"#/components/schemas/TrafficPoint":                      reflect.TypeFor[stats.Point](),
+	"#/components/schemas/DeviceUsage":                       reflect.TypeFor[stats.DeviceUsage](),
+	"#/components/schemas/GatewayUsage":                      reflect.TypeFor[stats.GatewayUsage](),
+	"#/components/schemas/LocationStats":                     reflect.TypeFor[stats.LocationStats](),
+	"#/components/schemas/DeviceLocationUsage":               reflect.TypeFor[stats.DeviceLocationUsage](),
+	"#/components/schemas/DeviceStats":                       reflect.TypeFor[stats.DeviceStats](),
+	"#/components/schemas/Settings":                          reflect.TypeFor[core.Settings](),
+	"#/components/schemas/AuditEntry":                        reflect.TypeFor[core.AuditEntry](),
+	"#/components/schemas/UserPage":                          reflect.TypeFor[page[identity.User]](),
+	"#/components/schemas/GroupPage":                         reflect.TypeFor[page[identity.Group]](),
+	"#/components/schemas/APITokenPage":                      reflect.TypeFor[page[identity.APIToken]](),
+	"#/components/schemas/DevicePage":                        reflect.TypeFor[page[vpn.Device]](),
+	"#/components/schemas/LocationPage":                      reflect.TypeFor[page[vpn.Location]](),
+	"#/components/schemas/ComponentPage":                     reflect.TypeFor[page[vpn.Component]](),
+	"#/components/schemas/AuditPage":                         reflect.TypeFor[page[core.AuditEntry]](),
+	"#/components/schemas/Enrollment":                        reflect.TypeFor[enroll.Started](),
+	"#/components/schemas/TOTPSetup":                         reflect.TypeFor[mfa.Setup](),
+	"#/components/schemas/RecoveryCodes":                     reflect.TypeFor[mfa.RecoveryCodes](),
+	"#/components/schemas/Cluster":                           reflect.TypeFor[lease.Cluster](),
+	"#/components/schemas/Cluster/properties/replicas/items": reflect.TypeFor[lease.Replica](),
+	"#/components/schemas/Cluster/properties/leases/items":   reflect.TypeFor[lease.LeaseState](),
 }
 
 // oapiUntypedSchemas are encoded from maps, so no struct can be compared.
@@ -1200,6 +1204,9 @@ func TestOpenAPIHappyPathsMatchLiveServer(t *testing.T) {
 	audit := call(admin, "GET /api/v1/audit", "/api/v1/audit?action=device.&from=2020-01-01T00:00:00Z&to=4102444800000", nil, 200)
 	if n, _ := audit["total"].(float64); n < 2 {
 		t.Errorf("audit: want the device entries, got %v", audit)
+	}
+	if cl := call(admin, "GET /api/v1/cluster", "/api/v1/cluster", nil, 200); cl["replicas"] == nil || cl["leases"] == nil {
+		t.Errorf("cluster: %v", cl)
 	}
 
 	call(admin, "DELETE /api/v1/devices/{id}", "/api/v1/devices/"+did, nil, 204)

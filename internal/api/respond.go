@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/wardvpn/ward/internal/core"
+	"github.com/wardvpn/ward/internal/store"
 )
 
 // MaxBodyBytes bounds every request body.
@@ -101,6 +102,13 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 			msg = strings.ReplaceAll(de.Code, "_", " ")
 		}
 		writeJSON(w, status, errorBody{errorDetail{Code: de.Code, Message: msg, Field: de.Field}})
+		return
+	}
+	if store.IsUnavailable(err) {
+		// Not a bug: the database is away. Clients and load balancers retry.
+		log.Warn("request failed: database unavailable", "method", r.Method, "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{errorDetail{Code: "database_unavailable", Message: "the database is unavailable; try again shortly"}})
 		return
 	}
 	log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)

@@ -83,6 +83,7 @@ func (s *Server) buildRoutes() []Route {
 		r("POST", v1+"/settings/test-mail", authenticated, s.testMail),
 
 		r("GET", v1+"/audit", authenticated, s.listAudit),
+		r("GET", v1+"/cluster", authenticated, s.getCluster),
 	}
 }
 
@@ -586,5 +587,17 @@ func noContent(w http.ResponseWriter, err error) error {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) getCluster(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	if !c.principal.IsAdmin {
+		return core.Forbidden("only admins can read the cluster state")
+	}
+	view, err := s.cluster.Cluster(r.Context(), time.Now())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, view)
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/wardvpn/ward/internal/core/mfa"
 	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/lease"
 	"github.com/wardvpn/ward/internal/mail"
 	"github.com/wardvpn/ward/internal/store"
 )
@@ -40,6 +41,14 @@ type Options struct {
 	Enroll         *enroll.Service
 	Mail           *mail.Mailer
 	PasswordParams identity.PasswordParams
+	// Cluster answers GET /api/v1/cluster; nil reads it from the same
+	// database.
+	Cluster ClusterView
+}
+
+// ClusterView reads the core replicas and leases.
+type ClusterView interface {
+	Cluster(ctx context.Context, now time.Time) (lease.Cluster, error)
 }
 
 // Server serves the REST API and the operational endpoints.
@@ -51,6 +60,7 @@ type Server struct {
 	mfa     *mfa.Service
 	enroll  *enroll.Service
 	mail    *mail.Mailer
+	cluster ClusterView
 	log     *slog.Logger
 	secure  bool
 	metrics *httpMetrics
@@ -94,7 +104,10 @@ func New(db *store.DB, ident *identity.Service, vpnSvc *vpn.Service, opts Option
 	if s.stats == nil {
 		s.stats = stats.New(db)
 	}
-	s.mfa, s.enroll, s.mail = opts.MFA, opts.Enroll, opts.Mail
+	s.mfa, s.enroll, s.mail, s.cluster = opts.MFA, opts.Enroll, opts.Mail, opts.Cluster
+	if s.cluster == nil {
+		s.cluster = lease.NewRegistry(db, "", "")
+	}
 	if s.mail == nil {
 		s.mail = mail.New(db, log)
 	}

@@ -34,6 +34,21 @@ func (h *Hub) Subscribe(locationID string) (<-chan struct{}, func()) {
 	}
 }
 
+// PublishAll signals every subscriber, e.g. after wake-ups may have been
+// missed while the database connection carrying them was down.
+func (h *Hub) PublishAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, subs := range h.subs {
+		for ch := range subs {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
 // Publish signals every subscriber of the location.
 func (h *Hub) Publish(locationID string) {
 	h.mu.Lock()

@@ -27,6 +27,7 @@ import (
 	"github.com/wardvpn/ward/internal/core/vpn"
 	"github.com/wardvpn/ward/internal/core/vpnsession"
 	"github.com/wardvpn/ward/internal/gwlink"
+	"github.com/wardvpn/ward/internal/lease"
 	"github.com/wardvpn/ward/internal/mail"
 	"github.com/wardvpn/ward/internal/pki"
 	"github.com/wardvpn/ward/internal/proxylink"
@@ -52,6 +53,11 @@ type App struct {
 	Enroll   *enroll.Service
 	Sessions *vpnsession.Service
 	CoreID   string
+	// Jobs is the singleton-jobs lease: sweep and purges run on the one
+	// replica holding it.
+	Jobs     *lease.Lease
+	Replicas *lease.Registry
+	notify   *notifyMetrics
 }
 
 // Open connects to the database, migrates it, loads the instance secrets and
@@ -109,11 +115,17 @@ func Open(ctx context.Context, cfg Config, version string, log *slog.Logger, std
 		return nil, err
 	}
 	app.Proxies = proxylink.New(vpnSvc, ca, coreCert, app.CoreID, public.New(enrollSvc, public.Options{Log: log, Sessions: sessions}), log)
+	leaseMetrics := lease.NewMetrics()
+	app.Jobs = lease.New(db, lease.Options{Name: JobsLease, Holder: app.CoreID, TTL: cfg.LeaseTTL, Log: log}, leaseMetrics)
+	app.Replicas = lease.NewRegistry(db, app.CoreID, version)
+	app.notify = newNotifyMetrics()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(app.Gateways.Collectors()...)
+	reg.MustRegister(leaseMetrics.Collectors()...)
+	reg.MustRegister(app.notify.collectors()...)
 	app.API = api.New(db, ident, vpnSvc, api.Options{SecureCookies: cfg.SecureCookies(), Registry: reg, Log: log, Stats: statsSvc,
-		MFA: mfaSvc, Enroll: enrollSvc, Mail: mailer})
+		MFA: mfaSvc, Enroll: enrollSvc, Mail: mailer, Cluster: app.Replicas})
 	return app, nil
 }
 
@@ -177,12 +189,16 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	go func() {
 		defer close(linksDone)
 		var wg sync.WaitGroup
-		wg.Add(3)
-		go func() { defer wg.Done(); a.Gateways.Run(linkCtx) }()
-		go func() { defer wg.Done(); a.Proxies.Run(linkCtx) }()
-		// The disconnect-threshold sweep. Every replica runs it; each
-		// transition is a conditional update, so doing it twice is harmless.
-		go func() { defer wg.Done(); a.Sessions.RunSweeper(linkCtx, a.cfg.SweepInterval) }()
+		for _, run := range []func(context.Context){
+			a.Gateways.Run,
+			a.Proxies.Run,
+			a.listen,
+			a.Replicas.Run,
+			func(ctx context.Context) { a.Jobs.Run(ctx, a.singletonJobs()...) },
+		} {
+			wg.Add(1)
+			go func() { defer wg.Done(); run(linkCtx) }()
+		}
 		wg.Wait()
 		a.Enroll.WaitMail()
 	}()

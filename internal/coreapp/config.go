@@ -32,6 +32,9 @@ type Config struct {
 	// SweepInterval is how often VPN sessions are checked against their
 	// location's disconnect threshold.
 	SweepInterval time.Duration `env:"WARD_SWEEP_INTERVAL" envDefault:"10s"`
+	// LeaseTTL is how long the singleton-jobs lease lasts unrenewed: after
+	// a holder dies, another replica runs the jobs within about this long.
+	LeaseTTL time.Duration `env:"WARD_LEASE_TTL" envDefault:"3s"`
 	// LinkOptions tune the gateway links (tests shorten them).
 	LinkOptions gwlink.Options `env:"-"`
 }
@@ -63,6 +66,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error (WARD_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (WARD_LOG_FORMAT)")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", c.SweepInterval, "how often VPN MFA sessions are checked against the disconnect threshold (WARD_SWEEP_INTERVAL)")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "lifetime of the singleton-jobs lease between renewals; another replica takes over this long after its holder dies (WARD_LEASE_TTL)")
 }
 
 // Validate checks values that would otherwise fail late.
@@ -73,6 +77,9 @@ func (c Config) Validate() error {
 	}
 	if c.SweepInterval < 100*time.Millisecond || c.SweepInterval > time.Hour {
 		return fmt.Errorf("--sweep-interval must be between 100ms and 1h")
+	}
+	if c.LeaseTTL < time.Second || c.LeaseTTL > time.Minute {
+		return fmt.Errorf("--lease-ttl must be between 1s and 1m")
 	}
 	return logging.Validate(c.LogLevel, c.LogFormat)
 }

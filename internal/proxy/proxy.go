@@ -44,6 +44,9 @@ type proxyMetrics struct {
 	requests *prometheus.CounterVec
 	latency  prometheus.Histogram
 	retries  prometheus.Counter
+	// byCore counts answers per core replica: how the load spreads, and
+	// which replica answered a given request (the HA tests rely on it).
+	byCore *prometheus.CounterVec
 }
 
 // New prepares a proxy.
@@ -64,9 +67,11 @@ func New(cfg Config, version string, log *slog.Logger) (*Proxy, error) {
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ward_proxy_request_duration_seconds", Help: "Latency of relayed requests.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10}}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "ward_proxy_retries_total", Help: "Idempotent requests retried on another core."}),
+		byCore: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ward_proxy_core_answers_total",
+			Help: "Relayed requests answered, by the core replica that answered."}, []string{"core_id"}),
 	}
 	p.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		p.metrics.links, p.metrics.requests, p.metrics.latency, p.metrics.retries)
+		p.metrics.links, p.metrics.requests, p.metrics.latency, p.metrics.retries, p.metrics.byCore)
 	if id := ad.ID(); id != "" {
 		log.Info("proxy adopted", "proxy_id", id)
 	} else if cfg.JoinToken == "" {

@@ -86,11 +86,12 @@ func (p *Proxy) publicHandler() http.Handler {
 				req.Headers = append(req.Headers, &pb.Header{Name: name, Values: values})
 			}
 		}
-		resp, outcome := p.relay(r, req)
+		resp, outcome, coreID := p.relay(r, req)
 		p.metrics.requests.WithLabelValues(outcome).Inc()
 		switch outcome {
 		case "relayed":
 			p.metrics.latency.Observe(time.Since(start).Seconds())
+			p.metrics.byCore.WithLabelValues(coreID).Inc()
 		case "timeout":
 			writeError(w, http.StatusGatewayTimeout, "core_timeout", "core did not answer in time")
 			return
@@ -115,15 +116,16 @@ func (p *Proxy) publicHandler() http.Handler {
 }
 
 // relay sends the request to a core and waits; an idempotent request is
-// tried on every connected core before giving up.
-func (p *Proxy) relay(r *http.Request, req *pb.HTTPRequest) (*pb.HTTPResponse, string) {
+// tried on every connected core before giving up. It returns the response,
+// the outcome (a metrics label) and the replica that answered.
+func (p *Proxy) relay(r *http.Request, req *pb.HTTPRequest) (*pb.HTTPResponse, string, string) {
 	tried := map[*coreLink]bool{}
 	deadline := time.NewTimer(p.cfg.RequestTimeout)
 	defer deadline.Stop()
 	for attempt := 0; ; attempt++ {
 		link := p.links.pick(tried)
 		if link == nil {
-			return nil, "failed"
+			return nil, "failed", ""
 		}
 		tried[link] = true
 		if attempt > 0 {
@@ -140,26 +142,26 @@ func (p *Proxy) relay(r *http.Request, req *pb.HTTPRequest) (*pb.HTTPResponse, s
 				// Nothing reached the core when the send failed.
 				continue
 			}
-			return nil, "failed"
+			return nil, "failed", ""
 		}
 		select {
 		case resp, ok := <-ch:
 			if ok {
-				return resp, "relayed"
+				return resp, "relayed", link.coreID
 			}
 			// The link died with the request in flight: the core may or may
 			// not have acted on it, so only idempotent requests go again.
 			if !idempotent(r) {
-				return nil, "failed"
+				return nil, "failed", ""
 			}
 		case <-deadline.C:
 			link.forget(req.Id)
 			_ = link.send(&pb.ProxyToCore{Msg: &pb.ProxyToCore_Cancel{Cancel: req.Id}})
-			return nil, "timeout"
+			return nil, "timeout", ""
 		case <-r.Context().Done():
 			link.forget(req.Id)
 			_ = link.send(&pb.ProxyToCore{Msg: &pb.ProxyToCore_Cancel{Cancel: req.Id}})
-			return nil, "client_gone"
+			return nil, "client_gone", ""
 		}
 	}
 }

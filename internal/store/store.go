@@ -53,6 +53,9 @@ type DB struct {
 
 	hooksMu sync.Mutex
 	hooks   map[*sql.Tx][]func()
+
+	// dsn is kept for the dedicated LISTEN connection (PostgreSQL only).
+	dsn string
 }
 
 // AfterCommit registers fn to run once tx has committed; it is dropped if
@@ -105,7 +108,7 @@ func Open(ctx context.Context, dsn, dataDir string) (*DB, error) {
 		sqldb.SetMaxOpenConns(20)
 		sqldb.SetMaxIdleConns(20)
 		sqldb.SetConnMaxIdleTime(5 * time.Minute)
-		db = &DB{DB: sqldb, writer: sqldb, Engine: Postgres, Target: RedactURL(dsn)}
+		db = &DB{DB: sqldb, writer: sqldb, Engine: Postgres, Target: RedactURL(dsn), dsn: dsn}
 	} else {
 		path := dsn
 		if path == "" {
@@ -153,7 +156,18 @@ func (db *DB) Close() error {
 // for the writer connection. Inside Tx use the transaction, never db: on
 // SQLite that would wait for the connection the transaction holds.
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return db.writer.ExecContext(ctx, query, args...)
+	if fenceFrom(ctx) == nil {
+		return db.writer.ExecContext(ctx, query, args...)
+	}
+	// Under a fence a lone statement gets a transaction of its own, so the
+	// fence decides whether it commits.
+	var res sql.Result
+	err := db.Tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		res, err = tx.ExecContext(ctx, query, args...)
+		return err
+	})
+	return res, err
 }
 
 // QueryContext runs a query; a writing one (UPDATE ... RETURNING) goes to
@@ -251,6 +265,13 @@ func (db *DB) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		_ = tx.Rollback()
 		db.takeHooks(tx)
 		return err
+	}
+	if fence := fenceFrom(ctx); fence != nil {
+		if err := fence(ctx, tx); err != nil {
+			_ = tx.Rollback()
+			db.takeHooks(tx)
+			return err
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		db.takeHooks(tx)

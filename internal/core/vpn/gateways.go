@@ -126,11 +126,23 @@ func (s *Service) ProxyTargets(ctx context.Context) ([]GatewayTarget, error) {
 	return s.targets(ctx, proxyRegistry)
 }
 
-func (s *Service) targets(ctx context.Context, r registry) ([]GatewayTarget, error) {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM `+r.table+` WHERE revoked_at > 0 AND (revoked_at < $1 OR cert_serial = '')`,
-		time.Now().Add(-RevocationRetention).UnixMilli()); err != nil {
-		return nil, fmt.Errorf("purge revoked %s: %w", r.table, err)
+// PurgeRevoked forgets deleted gateways and proxies once their revocation
+// was delivered or RevocationRetention has passed (a singleton job).
+func (s *Service) PurgeRevoked(ctx context.Context, now time.Time) (int64, error) {
+	var total int64
+	for _, r := range []registry{gatewayRegistry, proxyRegistry} {
+		res, err := s.db.ExecContext(ctx, `DELETE FROM `+r.table+` WHERE revoked_at > 0 AND (revoked_at < $1 OR cert_serial = '')`,
+			now.Add(-RevocationRetention).UnixMilli())
+		if err != nil {
+			return total, fmt.Errorf("purge revoked %s: %w", r.table, err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
 	}
+	return total, nil
+}
+
+func (s *Service) targets(ctx context.Context, r registry) ([]GatewayTarget, error) {
 	loc := "''"
 	if r.scoped {
 		loc = "location_id"

@@ -92,7 +92,9 @@ type Location struct {
 	UpdatedAt           int64    `json:"updated_at"`
 
 	privateKey string
-	nets       []ifaceNet
+	// changesPrunedTo: change records up to here are gone (see PurgeChanges).
+	changesPrunedTo int64
+	nets            []ifaceNet
 }
 
 // LocationInput creates a location (all fields) or patches one (set fields).
@@ -385,13 +387,13 @@ func setLocationGroups(ctx context.Context, tx *sql.Tx, locationID string, names
 }
 
 const locationColumns = `id, name, ipv4_cidr, ipv6_cidr, listen_port, endpoint, extra_endpoints, allowed_ips, dns, keepalive, mtu, fwmark,
-	mfa_mode, disconnect_threshold, peers_without_core, drop_peers_after, all_groups, private_key, public_key, revision, created_at, updated_at`
+	mfa_mode, disconnect_threshold, peers_without_core, drop_peers_after, all_groups, private_key, public_key, revision, created_at, updated_at, changes_pruned_to`
 
 func scanLocation(row interface{ Scan(...any) error }) (Location, error) {
 	var l Location
 	var v4, v6, extra, allowed, dns string
 	err := row.Scan(&l.ID, &l.Name, &v4, &v6, &l.ListenPort, &l.Endpoint, &extra, &allowed, &dns, &l.Keepalive, &l.MTU, &l.FwMark,
-		&l.MFAMode, &l.DisconnectThreshold, &l.PeersWithoutCore, &l.DropPeersAfter, &l.AllGroups, &l.privateKey, &l.PublicKey, &l.Revision, &l.CreatedAt, &l.UpdatedAt)
+		&l.MFAMode, &l.DisconnectThreshold, &l.PeersWithoutCore, &l.DropPeersAfter, &l.AllGroups, &l.privateKey, &l.PublicKey, &l.Revision, &l.CreatedAt, &l.UpdatedAt, &l.changesPrunedTo)
 	if err != nil {
 		return l, err
 	}

@@ -68,7 +68,7 @@ func (s *Service) GatewayUpdateSince(ctx context.Context, locationID string, fro
 		return u, nil
 	}
 	var keys []string
-	if from > 0 && from < l.Revision {
+	if from > 0 && from < l.Revision && from >= l.changesPrunedTo {
 		rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT public_key FROM location_change_peers WHERE location_id = $1 AND revision > $2 AND revision <= $3`,
 			locationID, from, l.Revision)
 		if err != nil {
@@ -87,7 +87,7 @@ func (s *Service) GatewayUpdateSince(ctx context.Context, locationID string, fro
 			return GatewayUpdate{}, err
 		}
 	}
-	if from <= 0 || from > l.Revision || len(keys) > snapshotThreshold {
+	if from <= 0 || from > l.Revision || from < l.changesPrunedTo || len(keys) > snapshotThreshold {
 		u.Snapshot = true
 		u.Peers, err = s.locationPeers(ctx, s.db, l, nil)
 		return u, err

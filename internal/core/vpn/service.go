@@ -29,8 +29,13 @@ func New(db *store.DB, log *slog.Logger) *Service {
 	return &Service{db: db, log: log, hub: core.NewHub()}
 }
 
-// Hub is where followers subscribe to location changes made through this
-// service (in this process).
+// LocationChannel is the database notification channel that carries the
+// id of every location whose revision changed, to every core replica.
+const LocationChannel = "ward_location"
+
+// Hub is where followers subscribe to location changes: the ones made in
+// this process, and (once the caller feeds LocationChannel into it) the
+// ones made by other replicas.
 func (s *Service) Hub() *core.Hub { return s.hub }
 
 // ListParams bounds a list query.
@@ -88,6 +93,11 @@ func (r *revisions) bumpOnce(ctx context.Context, locationID, kind, subjectID st
 	if _, err := r.tx.ExecContext(ctx, `INSERT INTO location_changes (location_id, revision, kind, subject_id, created_at) VALUES ($1, $2, $3, $4, $5)`,
 		locationID, rev, kind, subjectID, now); err != nil {
 		return fmt.Errorf("record location change: %w", err)
+	}
+	// Other replicas' streams hear of it through the database; this
+	// replica's straight after the commit.
+	if err := r.s.db.Notify(ctx, r.tx, LocationChannel, locationID); err != nil {
+		return err
 	}
 	r.bumped[locationID] = rev
 	r.s.db.AfterCommit(r.tx, func() { r.s.hub.Publish(locationID) })

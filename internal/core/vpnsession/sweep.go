@@ -186,23 +186,3 @@ func (s *Service) sweepLocation(ctx context.Context, locationID string, actions 
 	}
 	return res, nil
 }
-
-// RunSweeper sweeps now and then every interval until ctx ends. Run it in a
-// goroutine owned by the caller; it returns when ctx is done.
-func (s *Service) RunSweeper(ctx context.Context, interval time.Duration) {
-	if interval <= 0 {
-		interval = 30 * time.Second
-	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		if _, err := s.Sweep(ctx, s.opts.Now()); err != nil && ctx.Err() == nil {
-			s.log.Warn("vpn session sweep failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
-}

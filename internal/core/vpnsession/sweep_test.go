@@ -1,7 +1,6 @@
 package vpnsession_test
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"testing"
@@ -221,36 +220,19 @@ func TestSweepConcurrentReplicas(t *testing.T) {
 	})
 }
 
-func TestRunSweeper(t *testing.T) {
+func TestSweepClosesAndPurgesChallenges(t *testing.T) {
 	env.ForEach(t, func(t *testing.T, db *store.DB) {
 		f := newFixture(t, db)
 		sess := f.login(f.service(nil))
 		// An expired challenge older than the retention is purged.
 		f.start(f.service(nil), vpnsession.MethodEmail)
 		later := time.UnixMilli(sess.CreatedAt).Add(vpnsession.ChallengeRetention + time.Hour)
-		svc := f.service(func(o *vpnsession.Options) { o.Now = func() time.Time { return later } })
-		ctx, cancel := context.WithCancel(f.ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); svc.RunSweeper(ctx, 10*time.Millisecond) }()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			state, _, reason, _, _ := sessionRow(t, db, sess.ID)
-			if state == vpnsession.StateDisconnected {
-				if reason != vpnsession.ReasonNeverConnected {
-					t.Fatalf("closed as %s", reason)
-				}
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the sweeper did not close the session")
-			}
-			time.Sleep(10 * time.Millisecond)
+		if _, err := f.service(nil).Sweep(f.ctx, later); err != nil {
+			t.Fatal(err)
 		}
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Fatal("RunSweeper did not stop with its context")
+		state, _, reason, _, _ := sessionRow(t, db, sess.ID)
+		if state != vpnsession.StateDisconnected || reason != vpnsession.ReasonNeverConnected {
+			t.Fatalf("session %s/%s after the sweep, want disconnected/never_connected", state, reason)
 		}
 		var n int
 		if err := db.QueryRowContext(f.ctx, `SELECT COUNT(*) FROM vpn_mfa_challenges`).Scan(&n); err != nil || n != 0 {

@@ -27,6 +27,13 @@ func (a *App) singletonJobs() []lease.Job {
 			return err
 		}},
 		{Name: "retention", Every: RetentionEvery, Run: a.retention},
+		{Name: "stats-rollup", Every: RetentionEvery, Run: func(ctx context.Context) error {
+			n, err := a.Stats.Rollup(ctx, time.Now())
+			if n > 0 {
+				a.log.Info("statistics rolled up into hours", "minute_rows", n)
+			}
+			return err
+		}},
 	}
 }
 

@@ -2,6 +2,7 @@ package stats
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -34,4 +35,60 @@ func (s *Service) Purge(ctx context.Context, now time.Time) (int64, error) {
 		total += n
 	}
 	return total, nil
+}
+
+const (
+	// MinuteDetail is how long traffic is kept per minute; older minutes
+	// are rolled up into hours (the row of the hour's first minute).
+	MinuteDetail = 48 * time.Hour
+	// UsageRetention is how long hourly traffic is kept: a year's window
+	// (the longest a query may ask for) plus a month.
+	UsageRetention = 395 * 24 * time.Hour
+	hourMs         = int64(time.Hour / time.Millisecond)
+)
+
+// Rollup folds the per-minute traffic older than MinuteDetail into one row
+// per hour (keyed by the hour's first minute, so queries read both alike)
+// and deletes hourly rows past UsageRetention (a singleton job). Each
+// hour's fold and delete commit together, so a failure never counts bytes
+// twice or loses them. It returns the minute rows folded.
+func (s *Service) Rollup(ctx context.Context, now time.Time) (int64, error) {
+	cutoff := now.Add(-MinuteDetail).UnixMilli() / hourMs * hourMs
+	var folded int64
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM usage_minutes WHERE minute < $1`, now.Add(-UsageRetention).UnixMilli()); err != nil {
+		return 0, fmt.Errorf("purge old usage: %w", err)
+	}
+	// A day per transaction, so the first run on a long history does not
+	// hold one huge transaction.
+	const day = 24 * hourMs
+	for {
+		var oldest sql.NullInt64
+		if err := s.db.QueryRowContext(ctx, `SELECT MIN(minute) FROM usage_minutes WHERE minute < $1 AND minute % $2 <> 0`, cutoff, hourMs).Scan(&oldest); err != nil {
+			return folded, fmt.Errorf("oldest minute to fold: %w", err)
+		}
+		if !oldest.Valid {
+			return folded, nil
+		}
+		upTo := min(oldest.Int64/hourMs*hourMs+day, cutoff)
+		err := s.db.Tx(ctx, func(tx *sql.Tx) error {
+			// WHERE ... keeps SQLite from reading ON CONFLICT as a join.
+			if _, err := tx.ExecContext(ctx, `INSERT INTO usage_minutes (location_id, device_id, gateway_id, minute, rx, tx)
+				SELECT location_id, device_id, gateway_id, minute / $2 * $2, SUM(rx), SUM(tx) FROM usage_minutes
+				WHERE minute < $1 AND minute % $2 <> 0 GROUP BY location_id, device_id, gateway_id, minute / $2 * $2
+				ON CONFLICT (location_id, device_id, gateway_id, minute) DO UPDATE SET rx = usage_minutes.rx + excluded.rx, tx = usage_minutes.tx + excluded.tx`,
+				upTo, hourMs); err != nil {
+				return fmt.Errorf("fold minutes into hours: %w", err)
+			}
+			res, err := tx.ExecContext(ctx, `DELETE FROM usage_minutes WHERE minute < $1 AND minute % $2 <> 0`, upTo, hourMs)
+			if err != nil {
+				return fmt.Errorf("delete folded minutes: %w", err)
+			}
+			n, _ := res.RowsAffected()
+			folded += n
+			return nil
+		})
+		if err != nil {
+			return folded, err
+		}
+	}
 }

@@ -104,7 +104,10 @@ func TestNotifySQLiteIsANoOp(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { defer close(done); db.Listen(t.Context(), "ward_test", store.Listener{OnNotify: func(string) {}}) }()
+	go func() {
+		defer close(done)
+		db.Listen(t.Context(), "ward_test", store.Listener{OnNotify: func(string) {}})
+	}()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):

@@ -35,6 +35,7 @@ import (
 	"github.com/wardvpn/ward/internal/gateway"
 	"github.com/wardvpn/ward/internal/gateway/wgengine"
 	"github.com/wardvpn/ward/internal/gwlink"
+	"github.com/wardvpn/ward/internal/lease"
 	"github.com/wardvpn/ward/internal/logging"
 	"github.com/wardvpn/ward/internal/proxy"
 )
@@ -397,7 +398,7 @@ func (d *demo) startCore(ctx context.Context) error {
 	}
 	d.coreURL = "http://" + ln.Addr().String()
 	cfg := coreapp.Config{DataDir: filepath.Join(d.dir, "core"), HTTPAddr: ln.Addr().String(), PublicURL: d.coreURL,
-		LogLevel: "info", LogFormat: "text", SweepInterval: 2 * time.Second,
+		LogLevel: "info", LogFormat: "text", SweepInterval: 2 * time.Second, LeaseTTL: lease.DefaultTTL,
 		// Dial newly registered gateways within a quarter second.
 		LinkOptions: gwlink.Options{Reconcile: 250 * time.Millisecond}}
 	if err := cfg.Validate(); err != nil {

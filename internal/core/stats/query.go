@@ -10,7 +10,8 @@ import (
 	"github.com/wardvpn/ward/internal/core"
 )
 
-// Point is the traffic of one minute.
+// Point is the traffic of one minute; beyond MinuteDetail (48 h) of one hour,
+// keyed by the hour's first minute (see Rollup).
 type Point struct {
 	Minute        int64  `json:"minute"`
 	UploadBytes   uint64 `json:"upload_bytes"`

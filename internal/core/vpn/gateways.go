@@ -147,7 +147,9 @@ func (s *Service) targets(ctx context.Context, r registry) ([]GatewayTarget, err
 	if r.scoped {
 		loc = "location_id"
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT id, `+loc+`, name, control_address, cert_serial, join_key, join_expires_at, revoked_at FROM `+r.table+` ORDER BY id`)
+	// Tombstones PurgeRevoked will delete are no longer targets.
+	rows, err := s.db.QueryContext(ctx, `SELECT id, `+loc+`, name, control_address, cert_serial, join_key, join_expires_at, revoked_at FROM `+r.table+`
+		WHERE NOT (revoked_at > 0 AND (revoked_at < $1 OR cert_serial = '')) ORDER BY id`, time.Now().Add(-RevocationRetention).UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("%s targets: %w", r.kind, err)
 	}

@@ -156,7 +156,7 @@ func (l *Lease) Run(ctx context.Context, jobs ...Job) {
 				l.setHeld(true, newEpoch)
 				l.metrics.acquired.WithLabelValues(l.o.Name).Inc()
 				l.o.Log.Info("lease acquired: running singleton jobs here", "holder", l.o.Holder, "epoch", newEpoch,
-					"previous_holder", prev.holder, "previous_expired_ago", prev.expiredAgo)
+					"previous_holder", prev.holder, "previous", prev.state)
 				running = l.startJobs(ctx, newEpoch, jobs)
 				fenced = running.fenced
 			}
@@ -176,8 +176,10 @@ func (l *Lease) lose(epoch int64, reason string) {
 }
 
 type previous struct {
-	holder     string
-	expiredAgo time.Duration
+	holder string
+	// state is how the previous holder let go: "released", "expired 1.2s
+	// ago", or "none" for a new lease.
+	state string
 }
 
 // acquire takes the lease when it is free or expired; it returns the new
@@ -214,9 +216,12 @@ func (l *Lease) acquire(ctx context.Context, now time.Time) (int64, previous, er
 	if err != nil {
 		return 0, previous{}, fmt.Errorf("take lease: %w", err)
 	}
-	prev := previous{holder: holder}
-	if expires > 0 {
-		prev.expiredAgo = now.Sub(time.UnixMilli(expires)).Round(time.Millisecond)
+	prev := previous{holder: holder, state: "none"}
+	switch {
+	case holder != "" && expires == 0:
+		prev.state = "released"
+	case holder != "":
+		prev.state = "expired " + now.Sub(time.UnixMilli(expires)).Round(time.Millisecond).String() + " ago"
 	}
 	return newEpoch, prev, nil
 }

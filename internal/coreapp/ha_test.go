@@ -216,3 +216,49 @@ func metricValue(t *testing.T, r *replica, series string) float64 {
 	}
 	return 0
 }
+
+// Eight replicas starting at once on an empty PostgreSQL database: the
+// migrations run once (under their lock), and all three share one instance,
+// one CA and one admin.
+func TestReplicasStartTogether(t *testing.T) {
+	srv := pgEnv.Postgres(t)
+	dsn, err := srv.CreateDatabase(t.Context(), "together_"+strconv.Itoa(os.Getpid()), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	apps := make([]*App, 8)
+	errs := make(chan error, len(apps))
+	for i := range apps {
+		go func() {
+			cfg := Config{DataDir: t.TempDir(), Database: dsn, PublicURL: "http://localhost", LogLevel: "info", LogFormat: "text",
+				SweepInterval: time.Second, LeaseTTL: time.Second}
+			app, err := Open(t.Context(), cfg, "test", slog.New(slog.DiscardHandler), io.Discard)
+			apps[i] = app
+			errs <- err
+		}()
+	}
+	for range apps {
+		if err := <-errs; err != nil {
+			t.Errorf("replica start: %v", err)
+		}
+	}
+	for _, a := range apps {
+		if a != nil {
+			defer a.Close()
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	var admins, cas int
+	db := apps[0].DB
+	if err := db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM users WHERE username = 'admin'`).Scan(&admins); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM instance WHERE key = 'ca_cert'`).Scan(&cas); err != nil {
+		t.Fatal(err)
+	}
+	if admins != 1 || cas != 1 {
+		t.Fatalf("%d admins and %d CAs after a concurrent first start, want 1 and 1", admins, cas)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -219,7 +220,17 @@ func (db *DB) Migrate(ctx context.Context, log *slog.Logger) error {
 	if db.Engine == Postgres {
 		dialect = goose.DialectPostgres
 	}
-	provider, err := goose.NewProvider(dialect, db.DB, mustSub(migrations, "migrations"))
+	var opts []goose.ProviderOption
+	if db.Engine == Postgres {
+		// Replicas starting together (or rolling to a new version) take
+		// turns: an advisory lock held for the whole run.
+		locker, err := lock.NewPostgresSessionLocker()
+		if err != nil {
+			return fmt.Errorf("migration lock: %w", err)
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	}
+	provider, err := goose.NewProvider(dialect, db.DB, mustSub(migrations, "migrations"), opts...)
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}

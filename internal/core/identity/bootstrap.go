@@ -64,6 +64,9 @@ func (s *Service) EnsureAdmin(ctx context.Context, password string) (BootstrapRe
 		res.Created = true
 		return core.Audit(ctx, tx, actor, "user.create", "user", uid, map[string]any{"username": "admin", "groups": []string{"admin"}, "bootstrap": true})
 	})
+	if store.UniqueViolationOn(err, "username") {
+		return BootstrapResult{}, nil // another replica starting at the same time created it
+	}
 	if err != nil {
 		return BootstrapResult{}, err
 	}

@@ -66,13 +66,8 @@ func Open(ctx context.Context, cfg Config, version string, log *slog.Logger, std
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
 	}
-	db, err := store.Open(ctx, cfg.Database, cfg.DataDir)
+	db, err := openDatabase(ctx, cfg, log)
 	if err != nil {
-		return nil, err
-	}
-	log.Info("database connected", "engine", db.Engine, "target", db.Target)
-	if err := db.Migrate(ctx, log); err != nil {
-		db.Close()
 		return nil, err
 	}
 	inst, err := core.EnsureInstance(ctx, db)
@@ -127,6 +122,33 @@ func Open(ctx context.Context, cfg Config, version string, log *slog.Logger, std
 	app.API = api.New(db, ident, vpnSvc, api.Options{SecureCookies: cfg.SecureCookies(), Registry: reg, Log: log, Stats: statsSvc,
 		MFA: mfaSvc, Enroll: enrollSvc, Mail: mailer, Cluster: app.Replicas})
 	return app, nil
+}
+
+// openDatabase connects and migrates. While the database is unreachable it
+// keeps trying (0.5 s doubling to 5 s) instead of exiting, so replicas
+// started before PostgreSQL, or during its restart, come up on their own.
+func openDatabase(ctx context.Context, cfg Config, log *slog.Logger) (*store.DB, error) {
+	backoff := 500 * time.Millisecond
+	for {
+		db, err := store.Open(ctx, cfg.Database, cfg.DataDir)
+		if err == nil {
+			log.Info("database connected", "engine", db.Engine, "target", db.Target)
+			if err = db.Migrate(ctx, log); err == nil {
+				return db, nil
+			}
+			db.Close()
+		}
+		if !store.IsUnavailable(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("database unavailable; retrying", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // coreID is this replica's stable name on gateway links, kept in the data

@@ -3,6 +3,7 @@ package coreapp
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -260,5 +261,25 @@ func TestReplicasStartTogether(t *testing.T) {
 	}
 	if admins != 1 || cas != 1 {
 		t.Fatalf("%d admins and %d CAs after a concurrent first start, want 1 and 1", admins, cas)
+	}
+}
+
+// With the database unreachable, core keeps trying until it is told to
+// stop, rather than exiting at once.
+func TestOpenWaitsForTheDatabase(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	defer cancel()
+	cfg := Config{DataDir: t.TempDir(), Database: "postgres://ward@" + addr + "/ward?connect_timeout=1", PublicURL: "http://localhost",
+		LogLevel: "info", LogFormat: "text", SweepInterval: time.Second, LeaseTTL: time.Second}
+	start := time.Now()
+	_, err = Open(ctx, cfg, "test", slog.New(slog.DiscardHandler), io.Discard)
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) < time.Second {
+		t.Fatalf("Open gave up after %s with %v; want it to retry until the context ends", time.Since(start), err)
 	}
 }

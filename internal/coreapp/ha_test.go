@@ -162,6 +162,10 @@ func TestTwoReplicas(t *testing.T) {
 		return other.held() && metricValue(t, other, `ward_job_runs_total{job="sweep",result="ok"}`) >= 1
 	})
 	t.Logf("after a graceful stop of the holder, the other replica swept %s later", took.Round(time.Millisecond))
+	getJSON(t, other.url, "/api/v1/cluster", &view, "admin")
+	if len(view.Replicas) != 1 || view.Replicas[0].ID != other.app.CoreID || view.Leases[0].Holder != other.app.CoreID {
+		t.Fatalf("cluster view after the holder stopped: %+v", view)
+	}
 }
 
 // getJSON logs in as user (the password startReplica sets) and decodes a

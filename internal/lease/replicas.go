@@ -57,8 +57,10 @@ func NewRegistry(db *store.DB, id, version string) *Registry {
 	return &Registry{db: db, id: id, version: version, startedAt: time.Now()}
 }
 
-// Run refreshes this replica's row every HeartbeatEvery until ctx ends;
-// failures (database away) are retried on the next beat.
+// Run refreshes this replica's row every HeartbeatEvery until ctx ends,
+// then deletes it: a replica that stopped cleanly leaves the cluster view
+// at once (one that was killed shows as not live after replicaLiveFor).
+// Failures (database away) are retried on the next beat.
 func (r *Registry) Run(ctx context.Context) {
 	t := time.NewTicker(HeartbeatEvery)
 	defer t.Stop()
@@ -66,6 +68,9 @@ func (r *Registry) Run(ctx context.Context) {
 		_ = r.heartbeat(ctx, time.Now())
 		select {
 		case <-ctx.Done():
+			leaveCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, _ = r.db.ExecContext(leaveCtx, `DELETE FROM core_replicas WHERE id = $1`, r.id)
 			return
 		case <-t.C:
 		}

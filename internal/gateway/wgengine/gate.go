@@ -14,18 +14,20 @@ import (
 // standby is set, EventUp is dropped; EventDown and MTU updates always pass.
 //
 // An EventUp read just before standby is set can still reach the device
-// after SetActive(false); the gateway re-asserts the role every second to
-// close that window.
+// after SetActive(false) (wireguard-go then brings it up by itself): after
+// forwarding an EventUp the gate calls upForwarded, with which the engine
+// re-asserts a standby that was set meanwhile.
 type standbyGate struct {
 	tun.Device
-	standby atomic.Bool
-	events  chan tun.Event
+	standby     atomic.Bool
+	events      chan tun.Event
+	upForwarded func()
 }
 
 // newStandbyGate starts the forwarder; it ends when the TUN device closes
 // its event channel (on Close), and then closes its own.
-func newStandbyGate(t tun.Device, standby bool) *standbyGate {
-	g := &standbyGate{Device: t, events: make(chan tun.Event)}
+func newStandbyGate(t tun.Device, standby bool, upForwarded func()) *standbyGate {
+	g := &standbyGate{Device: t, events: make(chan tun.Event), upForwarded: upForwarded}
 	g.standby.Store(standby)
 	go g.forward()
 	return g
@@ -41,6 +43,9 @@ func (g *standbyGate) forward() {
 		}
 		if ev != 0 {
 			g.events <- ev
+			if ev&tun.EventUp != 0 && g.upForwarded != nil {
+				g.upForwarded()
+			}
 		}
 	}
 }

@@ -86,7 +86,7 @@ func (n *Netstack) Configure(in Interface) error {
 			n.bind = &addrBind{addr: n.opts.ListenAddr}
 			b = n.bind
 		}
-		n.gate = newStandbyGate(t, n.standby)
+		n.gate = newStandbyGate(t, n.standby, nil) // created in its role: no window
 		dev := device.NewDevice(n.gate, b, newDeviceLogger(n.log))
 		if err := ipcConfigure(dev, Interface{}, in, n.bind == nil); err != nil {
 			dev.Close()

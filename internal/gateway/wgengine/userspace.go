@@ -30,6 +30,7 @@ type Userspace struct {
 	log        *slog.Logger
 	configured bool // the first Configure ran
 	standby    bool // SetActive(false): the device is kept down
+	closed     bool
 }
 
 // UserspaceOptions configure a Userspace engine.
@@ -66,8 +67,9 @@ func NewUserspaceWith(name string, mtu int, opts UserspaceOptions, log *slog.Log
 	if bind == nil {
 		bind = conn.NewDefaultBind()
 	}
-	gate := newStandbyGate(t, false)
-	u := &Userspace{name: name, tun: t, gate: gate, dev: device.NewDevice(gate, bind, newDeviceLogger(log)), link: &linkConfig{name: name}, log: log}
+	u := &Userspace{name: name, tun: t, link: &linkConfig{name: name}, log: log}
+	u.gate = newStandbyGate(t, false, u.reassertStandbySoon)
+	u.dev = device.NewDevice(u.gate, bind, newDeviceLogger(log))
 	if opts.UAPI {
 		f, err := ipc.UAPIOpen(name)
 		if err != nil {
@@ -128,6 +130,24 @@ func (u *Userspace) SetActive(active bool) error {
 		return nil
 	}
 	return setDeviceActive(u.dev, active)
+}
+
+// reassertStandbySoon takes the device down again if it is a standby, a
+// little after wireguard-go had an EventUp in hand that it may act on after
+// SetActive(false) (see standbyGate).
+func (u *Userspace) reassertStandbySoon() {
+	go func() {
+		for _, d := range []time.Duration{20 * time.Millisecond, 200 * time.Millisecond} {
+			time.Sleep(d)
+			u.mu.Lock()
+			if u.standby && u.configured && !u.closed {
+				if err := setDeviceActive(u.dev, false); err != nil {
+					u.log.Debug("re-asserting standby", "err", err)
+				}
+			}
+			u.mu.Unlock()
+		}
+	}()
 }
 
 func (u *Userspace) Initiate(endpoints map[string]string) (int, error) {
@@ -313,6 +333,7 @@ func (u *Userspace) Up() bool {
 func (u *Userspace) Close() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.closed = true
 	if u.uapi != nil {
 		u.uapi.Close()
 	}

@@ -41,6 +41,7 @@ var oapiHTTPMethods = []string{"get", "put", "post", "delete", "options", "head"
 // body into. A route that gains a body must be added here and documented.
 var oapiInputTypes = map[string]reflect.Type{
 	"POST /api/v1/auth/login":                     reflect.TypeFor[loginRequest](),
+	"POST /api/v1/auth/mfa":                       reflect.TypeFor[codeRequest](),
 	"POST /api/v1/me/tokens":                      reflect.TypeFor[identity.NewAPIToken](),
 	"POST /api/v1/users":                          reflect.TypeFor[identity.NewUser](),
 	"PATCH /api/v1/users/{id}":                    reflect.TypeFor[identity.UserPatch](),
@@ -165,7 +166,20 @@ func oapiNewServer(t *testing.T) (*Server, *identity.Service) {
 	}
 	vpnSvc := vpn.New(db, nil)
 	ident := identity.New(db, inst, identity.PasswordParams{MemoryKiB: 1024, Time: 1, Threads: 1}, vpnSvc, nil)
-	return New(db, ident, vpnSvc, Options{}), ident
+	srv := New(db, ident, vpnSvc, Options{})
+	ident.SetSecondFactor(srv.mfa)
+	return srv, ident
+}
+
+func sessionCookie(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	for _, ck := range resp.Cookies() {
+		if ck.Name == SessionCookie {
+			return ck.Name + "=" + ck.Value
+		}
+	}
+	t.Fatal("no session cookie set")
+	return ""
 }
 
 // oapiResolve follows a local JSON pointer such as #/components/schemas/User.
@@ -1194,6 +1208,25 @@ func TestOpenAPIHappyPathsMatchLiveServer(t *testing.T) {
 	call(session, "POST /api/v1/me/recovery-codes", "/api/v1/me/recovery-codes", map[string]any{"code": code}, 400) // used already
 	rc = call(session, "POST /api/v1/me/recovery-codes", "/api/v1/me/recovery-codes", map[string]any{"code": codes[0]}, 200)
 	codes, _ = rc["recovery_codes"].([]any)
+	// With TOTP on, a login waits for the second factor; any replica can
+	// finish it (the state is a session row).
+	pending := call(anon, "POST /api/v1/auth/login", "/api/v1/auth/login", map[string]any{"username": "admin", "password": password}, 200)
+	if pending["second_factor_required"] != true {
+		t.Fatalf("login with TOTP on: %v", pending)
+	}
+	half := anon
+	half.hdr = map[string]string{"Cookie": sessionCookie(t, lastResp), "X-CSRF-Token": oapiStr(pending, "csrf_token")}
+	call(half, "GET /api/v1/me", "/api/v1/me", nil, 401)
+	call(half, "POST /api/v1/auth/mfa", "/api/v1/auth/mfa", map[string]any{"code": "000000"}, 400)
+	full := call(half, "POST /api/v1/auth/mfa", "/api/v1/auth/mfa", map[string]any{"code": codes[1]}, 200)
+	if full["second_factor_required"] != false {
+		t.Errorf("after the second factor: %v", full)
+	}
+	fullSess := anon
+	fullSess.hdr = map[string]string{"Cookie": sessionCookie(t, lastResp), "X-CSRF-Token": oapiStr(full, "csrf_token")}
+	call(fullSess, "GET /api/v1/me", "/api/v1/me", nil, 200)
+	call(half, "GET /api/v1/me", "/api/v1/me", nil, 401) // the waiting session's token is gone
+	call(fullSess, "POST /api/v1/auth/mfa", "/api/v1/auth/mfa", map[string]any{"code": codes[2]}, 409)
 	call(session, "DELETE /api/v1/me/totp", "/api/v1/me/totp", map[string]any{"code": codes[0]}, 204)
 	// An admin resets another user's TOTP.
 	if _, err := srv.mfa.Setup(t.Context(), core.Actor{UserID: uid, Username: "alice"}, uid); err != nil {

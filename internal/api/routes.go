@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,7 +27,8 @@ func (s *Server) buildRoutes() []Route {
 		r("GET", v1+"/openapi.json", public, serveOpenAPI),
 
 		r("POST", v1+"/auth/login", public, s.login),
-		r("POST", v1+"/auth/logout", authenticated, s.logout),
+		r("POST", v1+"/auth/mfa", secondFactor, s.loginSecondFactor),
+		r("POST", v1+"/auth/logout", secondFactor, s.logout),
 		r("GET", v1+"/me", authenticated, s.me),
 		r("GET", v1+"/me/tokens", authenticated, s.listTokens),
 		r("POST", v1+"/me/tokens", authenticated, s.createToken),
@@ -127,6 +129,20 @@ type loginResponse struct {
 	User      identity.User `json:"user"`
 	CSRFToken string        `json:"csrf_token"`
 	ExpiresAt int64         `json:"expires_at"`
+	// SecondFactorRequired: the session only lets POST /auth/mfa (one of
+	// SecondFactors) or logout through until the second factor is given.
+	SecondFactorRequired bool     `json:"second_factor_required"`
+	SecondFactors        []string `json:"second_factors"`
+}
+
+func (s *Server) setSessionCookie(w http.ResponseWriter, r *http.Request, sess identity.Session) {
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: sess.Token, Path: "/", Expires: sess.ExpiresAt,
+		HttpOnly: true, Secure: s.secure || r.TLS != nil, SameSite: http.SameSiteStrictMode})
+}
+
+func newLoginResponse(sess identity.Session) loginResponse {
+	return loginResponse{User: sess.User, CSRFToken: sess.CSRFToken, ExpiresAt: sess.ExpiresAt.UnixMilli(),
+		SecondFactorRequired: len(sess.MFAMethods) > 0, SecondFactors: append([]string{}, sess.MFAMethods...)}
 }
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
@@ -138,9 +154,41 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, c *reqCtx) error 
 	if err != nil {
 		return err
 	}
-	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: sess.Token, Path: "/", Expires: sess.ExpiresAt,
-		HttpOnly: true, Secure: s.secure || r.TLS != nil, SameSite: http.SameSiteStrictMode})
-	writeJSON(w, http.StatusOK, loginResponse{User: sess.User, CSRFToken: sess.CSRFToken, ExpiresAt: sess.ExpiresAt.UnixMilli()})
+	s.setSessionCookie(w, r, sess)
+	writeJSON(w, http.StatusOK, newLoginResponse(sess))
+	return nil
+}
+
+// loginSecondFactor completes a login waiting for its second factor with a
+// TOTP code or a recovery code; the session gets a new token (cookie) and
+// CSRF token.
+func (s *Server) loginSecondFactor(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	var in codeRequest
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if !c.principal.MFAPending {
+		return identity.ErrNoSecondFactorDue
+	}
+	if in.Code == "" {
+		return badRequest("missing_field", "code", "code is required: a TOTP code or a recovery code")
+	}
+	if s.mfa == nil {
+		return &core.Error{Kind: core.KindUnavailable, Code: "mfa_unavailable", Message: "second factors are unavailable"}
+	}
+	if err := s.mfa.Verify(r.Context(), c.actor(), c.principal.UserID, in.Code); err != nil {
+		return err
+	}
+	method := "totp"
+	if len(strings.TrimSpace(in.Code)) > 8 {
+		method = "recovery"
+	}
+	sess, err := s.ident.CompleteSecondFactor(r.Context(), c.principal, method, c.ip)
+	if err != nil {
+		return err
+	}
+	s.setSessionCookie(w, r, sess)
+	writeJSON(w, http.StatusOK, newLoginResponse(sess))
 	return nil
 }
 

@@ -81,6 +81,9 @@ type authMode int
 const (
 	public authMode = iota
 	authenticated
+	// secondFactor routes also take a session still waiting for its second
+	// factor (completing it, logging out); every other route refuses one.
+	secondFactor
 )
 
 // handlerFunc serves an authenticated (or public) request.
@@ -152,8 +155,11 @@ func (s *Server) Routes() []Route { return s.routes }
 func (s *Server) wrap(rt Route) http.Handler {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := &reqCtx{ip: clientIP(r)}
-		if rt.auth == authenticated {
+		if rt.auth != public {
 			p, err := s.authenticate(r)
+			if err == nil && p.MFAPending && rt.auth != secondFactor {
+				err = errSecondFactorDue
+			}
 			if err != nil {
 				writeError(w, r, s.log, err)
 				return
@@ -166,6 +172,9 @@ func (s *Server) wrap(rt Route) http.Handler {
 	})
 	return s.instrument(rt.Method+" "+rt.Path, h)
 }
+
+var errSecondFactorDue = &apiError{status: http.StatusUnauthorized, code: "second_factor_required",
+	message: "complete the login with your second factor first (POST /api/v1/auth/mfa)"}
 
 var errCSRF = &apiError{status: http.StatusForbidden, code: "csrf_failed", message: "missing or wrong X-CSRF-Token header for a cookie session"}
 

@@ -83,6 +83,7 @@ func Open(ctx context.Context, cfg Config, version string, log *slog.Logger, std
 	statsSvc := stats.New(db)
 	mailer := mail.New(db, log)
 	mfaSvc := mfa.New(db, inst, log)
+	ident.SetSecondFactor(mfaSvc)
 	enrollSvc := enroll.New(db, inst, vpnSvc, mfaSvc, enroll.Options{PasswordParams: identity.DefaultPasswordParams, Mail: mailer, Log: log})
 	sessions := vpnsession.New(db, vpnSvc, inst, vpnsession.Options{Verifier: mfaSvc, Mailer: mail.VPNCodes{Sender: mailer}, Log: log})
 	app := &App{cfg: cfg, log: log, DB: db, Identity: ident, VPN: vpnSvc, Stats: statsSvc, Enroll: enrollSvc, Sessions: sessions}

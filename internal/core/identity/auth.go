@@ -20,6 +20,9 @@ type Principal struct {
 	SessionID string // set for cookie sessions
 	CSRFToken string // set for cookie sessions
 	TokenID   string // set for API tokens
+	// MFAPending: the password was right but the second factor is still
+	// due; such a session may only complete it or log out.
+	MFAPending bool
 }
 
 // Actor turns the principal into the actor of a service call.
@@ -34,7 +37,14 @@ type Session struct {
 	CSRFToken string
 	ExpiresAt time.Time
 	User      User
+	// MFAMethods is set when the session waits for a second factor: the
+	// methods the user can present (see CompleteSecondFactor).
+	MFAMethods []string
 }
+
+// MFAPendingLifetime is how long a password-only session waits for the
+// second factor.
+const MFAPendingLifetime = 5 * time.Minute
 
 var errBadCredentials = &core.Error{Kind: core.KindUnauthenticated, Code: "invalid_credentials", Message: "wrong username or password"}
 
@@ -97,16 +107,35 @@ func (s *Service) Login(ctx context.Context, login, password, ip, userAgent stri
 	}
 	sess := Session{Token: "ws_" + core.RandomToken(32), CSRFToken: core.RandomToken(24),
 		ExpiresAt: now.Add(time.Duration(settings.SessionLifetimeSeconds) * time.Second)}
-	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM login_attempts WHERE login_key = $1`, key); err != nil {
-			return err
+	if s.secondFactor != nil {
+		if sess.MFAMethods, err = s.secondFactor.SecondFactors(ctx, userID); err != nil {
+			return Session{}, fmt.Errorf("second factors: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, token_hash, user_id, csrf_token, ip, user_agent, created_at, expires_at, last_seen_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7)`,
-			core.NewID(), s.hashToken(sess.Token), userID, sess.CSRFToken, ip, truncate(userAgent, 256), now.UnixMilli(), sess.ExpiresAt.UnixMilli()); err != nil {
+	}
+	pending := len(sess.MFAMethods) > 0
+	var details map[string]any
+	if pending {
+		sess.ExpiresAt = now.Add(MFAPendingLifetime)
+		details = map[string]any{"second_factor_due": sess.MFAMethods}
+	}
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		// A right password ends the failure count only when it is all the
+		// login needs; otherwise the second factor's own counter applies.
+		if !pending {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM login_attempts WHERE login_key = $1`, key); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (id, token_hash, user_id, csrf_token, ip, user_agent, created_at, expires_at, last_seen_at, mfa_pending)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $9)`,
+			core.NewID(), s.hashToken(sess.Token), userID, sess.CSRFToken, ip, truncate(userAgent, 256), now.UnixMilli(), sess.ExpiresAt.UnixMilli(), pending); err != nil {
 			return fmt.Errorf("create session: %w", err)
 		}
-		return core.Audit(ctx, tx, actor, "auth.login", "user", userID, nil)
+		action := "auth.login"
+		if pending {
+			action = "auth.login_password"
+		}
+		return core.Audit(ctx, tx, actor, action, "user", userID, details)
 	})
 	if err != nil {
 		return Session{}, err
@@ -154,9 +183,9 @@ func (s *Service) Authenticate(ctx context.Context, token string) (Principal, er
 	var p Principal
 	var lastSeen int64
 	now := store.Now()
-	err := s.db.QueryRowContext(ctx, `SELECT s.id, s.csrf_token, s.last_seen_at, u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id
+	err := s.db.QueryRowContext(ctx, `SELECT s.id, s.csrf_token, s.last_seen_at, s.mfa_pending, u.id, u.username FROM sessions s JOIN users u ON u.id = s.user_id
 		WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.active = TRUE`, s.hashToken(token), now).
-		Scan(&p.SessionID, &p.CSRFToken, &lastSeen, &p.UserID, &p.Username)
+		Scan(&p.SessionID, &p.CSRFToken, &lastSeen, &p.MFAPending, &p.UserID, &p.Username)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Principal{}, core.ErrUnauthenticated
 	}
@@ -176,6 +205,45 @@ func (s *Service) isAdmin(ctx context.Context, userID string) (bool, error) {
 	var n int
 	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM group_members m JOIN groups g ON g.id = m.group_id WHERE m.user_id = $1 AND g.is_admin = TRUE`, userID).Scan(&n)
 	return n > 0, err
+}
+
+// ErrNoSecondFactorDue: the session is not waiting for a second factor.
+var ErrNoSecondFactorDue = &core.Error{Kind: core.KindConflict, Code: "no_second_factor_due", Message: "this session is not waiting for a second factor"}
+
+// CompleteSecondFactor turns a session that waited for the second factor
+// (which the caller verified, by method) into a full session under a new
+// token and CSRF token, so a token seen before the second factor is worth
+// nothing after it.
+func (s *Service) CompleteSecondFactor(ctx context.Context, p Principal, method, ip string) (Session, error) {
+	if !p.MFAPending || p.SessionID == "" {
+		return Session{}, ErrNoSecondFactorDue
+	}
+	settings, err := core.LoadSettings(ctx, s.db)
+	if err != nil {
+		return Session{}, err
+	}
+	now := time.Now()
+	sess := Session{Token: "ws_" + core.RandomToken(32), CSRFToken: core.RandomToken(24),
+		ExpiresAt: now.Add(time.Duration(settings.SessionLifetimeSeconds) * time.Second)}
+	err = s.db.Tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE sessions SET token_hash = $1, csrf_token = $2, expires_at = $3, last_seen_at = $4, mfa_pending = FALSE
+			WHERE id = $5 AND mfa_pending = TRUE AND expires_at > $4`, s.hashToken(sess.Token), sess.CSRFToken, sess.ExpiresAt.UnixMilli(), now.UnixMilli(), p.SessionID)
+		if err != nil {
+			return fmt.Errorf("complete session: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return ErrNoSecondFactorDue
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM login_attempts WHERE login_key = $1`, p.UserID); err != nil {
+			return err
+		}
+		return core.Audit(ctx, tx, p.Actor(ip), "auth.login", "user", p.UserID, map[string]any{"second_factor": method})
+	})
+	if err != nil {
+		return Session{}, err
+	}
+	sess.User, err = s.getUser(ctx, s.db, p.UserID)
+	return sess, err
 }
 
 // Logout ends a session.

@@ -32,7 +32,19 @@ type Service struct {
 	// dummy is verified against when a login names no password, so that
 	// unknown users cost the same time as known ones.
 	dummy string
+	// secondFactor tells which second factors a user must present at login
+	// (nil: none; see SetSecondFactor).
+	secondFactor SecondFactorLister
 }
+
+// SecondFactorLister names the second factors a user has enrolled, e.g.
+// ["totp", "recovery"] or ["webauthn"]; empty means password only.
+type SecondFactorLister interface {
+	SecondFactors(ctx context.Context, userID string) ([]string, error)
+}
+
+// SetSecondFactor makes Login ask users with a second factor for it.
+func (s *Service) SetSecondFactor(l SecondFactorLister) { s.secondFactor = l }
 
 // New builds the service. access may be nil in tests of identity alone.
 func New(db *store.DB, inst core.Instance, params PasswordParams, access AccessSyncer, log *slog.Logger) *Service {

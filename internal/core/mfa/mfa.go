@@ -338,6 +338,17 @@ func (s *Service) HasTOTP(ctx context.Context, userID string) (bool, error) {
 	return found && row.enabled, nil
 }
 
+// SecondFactors names what the user can present at login after the
+// password: "totp" and "recovery" once TOTP is confirmed (identity asks
+// for one of them; see identity.SetSecondFactor).
+func (s *Service) SecondFactors(ctx context.Context, userID string) ([]string, error) {
+	has, err := s.HasTOTP(ctx, userID)
+	if err != nil || !has {
+		return nil, err
+	}
+	return []string{"totp", "recovery"}, nil
+}
+
 // Status reports the user's second factors.
 func (s *Service) Status(ctx context.Context, userID string) (Status, error) {
 	var st Status

@@ -671,6 +671,9 @@ func TestPasswordReset(t *testing.T) {
 			if err := f.svc.RequestReset(f.ctx, login, "198.51.100.1"); err != nil {
 				t.Fatalf("request for %q: %v", login, err)
 			}
+			// Mails go out in the background: wait, so rita's two arrive
+			// in the order their links were issued.
+			f.svc.WaitMail()
 		}
 		wantCode(t, "empty login", f.svc.RequestReset(f.ctx, " ", ""), "invalid_value")
 		f.svc.WaitMail()

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/wardvpn/ward/internal/pki"
@@ -26,7 +27,19 @@ func AdoptionTLS() *tls.Config {
 func Adopt(ctx context.Context, stream Stream, ca *pki.CA, role, id string, joinKey []byte, complete func(serial string) error) (string, error) {
 	nonce := make([]byte, 32)
 	_, _ = rand.Read(nonce)
-	if err := stream.Send(&gw.AdoptMessage{Step: &gw.AdoptMessage_Begin{Begin: &gw.AdoptBegin{GatewayId: id, CoreNonce: nonce}}}); err != nil {
+	// A stream the component already ended (it refused at once, e.g. it
+	// has no join token) fails Send with io.EOF; the component's reason is
+	// the status Recv returns.
+	send := func(m *gw.AdoptMessage) error {
+		err := stream.Send(m)
+		if errors.Is(err, io.EOF) {
+			if _, rerr := stream.Recv(); rerr != nil {
+				return rerr
+			}
+		}
+		return err
+	}
+	if err := send(&gw.AdoptMessage{Step: &gw.AdoptMessage_Begin{Begin: &gw.AdoptBegin{GatewayId: id, CoreNonce: nonce}}}); err != nil {
 		return "", fmt.Errorf("adopt: %w", err)
 	}
 	msg, err := stream.Recv()
@@ -47,7 +60,7 @@ func Adopt(ctx context.Context, stream Stream, ca *pki.CA, role, id string, join
 	}
 	serial := cert.SerialNumber.Text(16)
 	mac := pki.AdoptMAC(joinKey, "core", id, nonce, offer.GetGatewayNonce(), der, ca.DER)
-	if err := stream.Send(&gw.AdoptMessage{Step: &gw.AdoptMessage_Grant{Grant: &gw.AdoptGrant{CertDer: der, CaDer: ca.DER, Mac: mac}}}); err != nil {
+	if err := send(&gw.AdoptMessage{Step: &gw.AdoptMessage_Grant{Grant: &gw.AdoptGrant{CertDer: der, CaDer: ca.DER, Mac: mac}}}); err != nil {
 		return "", fmt.Errorf("adopt: %w", err)
 	}
 	if msg, err = stream.Recv(); err != nil || msg.GetDone() == nil {

@@ -33,6 +33,7 @@ import (
 	"github.com/wardvpn/ward/internal/proxylink"
 	"github.com/wardvpn/ward/internal/public"
 	"github.com/wardvpn/ward/internal/store"
+	"github.com/wardvpn/ward/internal/web"
 )
 
 // InitialPasswordFile is written in the data dir at first start when the
@@ -48,6 +49,7 @@ type App struct {
 	VPN      *vpn.Service
 	Stats    *stats.Service
 	API      *api.Server
+	Web      *web.Server
 	Gateways *gwlink.Manager
 	Proxies  *proxylink.Manager
 	Enroll   *enroll.Service
@@ -122,6 +124,12 @@ func Open(ctx context.Context, cfg Config, version string, log *slog.Logger, std
 	reg.MustRegister(app.notify.collectors()...)
 	app.API = api.New(db, ident, vpnSvc, api.Options{SecureCookies: cfg.SecureCookies(), Registry: reg, Log: log, Stats: statsSvc,
 		MFA: mfaSvc, Enroll: enrollSvc, Mail: mailer, Cluster: app.Replicas})
+	app.Web, err = web.New(web.Options{DB: db, Identity: ident, VPN: vpnSvc, Stats: statsSvc, MFA: mfaSvc, Enroll: enrollSvc, Mail: mailer,
+		Cluster: app.Replicas, SecureCookies: cfg.SecureCookies(), Log: log, Version: version})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	return app, nil
 }
 
@@ -190,6 +198,20 @@ func (a *App) bootstrapAdmin(ctx context.Context, stdout io.Writer) error {
 	return nil
 }
 
+// Handler routes the REST API and the operational endpoints to the API
+// server and every other path to the web UI.
+func (a *App) Handler() http.Handler {
+	apiH, webH := a.API.Handler(), a.Web.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case strings.HasPrefix(p, "/api/"), p == "/livez", p == "/readyz", p == "/metrics":
+			apiH.ServeHTTP(w, r)
+		default:
+			webH.ServeHTTP(w, r)
+		}
+	})
+}
+
 // Close releases the database.
 func (a *App) Close() error { return a.DB.Close() }
 
@@ -197,7 +219,7 @@ func (a *App) Close() error { return a.DB.Close() }
 // up to 15 s.
 func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           a.API.Handler(),
+		Handler:           a.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,

@@ -1,0 +1,4 @@
+package web
+
+// groupRoutes registers the groups pages (none yet).
+func (s *Server) groupRoutes() []route { return nil }

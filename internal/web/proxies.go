@@ -1,0 +1,4 @@
+package web
+
+// proxyRoutes registers the proxies pages (none yet).
+func (s *Server) proxyRoutes() []route { return nil }

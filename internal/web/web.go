@@ -123,7 +123,8 @@ type reqCtx struct {
 func (c *reqCtx) actor() core.Actor { return c.principal.Actor(c.ip) }
 
 func (s *Server) wrap(rt route) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w := &timedWriter{ResponseWriter: rw, start: time.Now()}
 		c := &reqCtx{ip: clientIP(r)}
 		if !rt.anonymous {
 			p, ok := s.session(w, r)
@@ -144,6 +145,30 @@ func (s *Server) wrap(rt route) http.Handler {
 			s.fail(w, r, c, err)
 		}
 	})
+}
+
+// timedWriter adds a Server-Timing header (the handler's time until the
+// answer starts) to every page, for the browser's dev tools and the page
+// benchmark.
+type timedWriter struct {
+	http.ResponseWriter
+	start       time.Time
+	wroteHeader bool
+}
+
+func (w *timedWriter) WriteHeader(status int) {
+	if !w.wroteHeader {
+		w.wroteHeader = true
+		w.Header().Set("Server-Timing", fmt.Sprintf("app;dur=%.2f", float64(time.Since(w.start).Microseconds())/1000))
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *timedWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 // session authenticates the cookie, sending the browser to the login (or

@@ -42,6 +42,7 @@ var oapiHTTPMethods = []string{"get", "put", "post", "delete", "options", "head"
 var oapiInputTypes = map[string]reflect.Type{
 	"POST /api/v1/auth/login":                     reflect.TypeFor[loginRequest](),
 	"POST /api/v1/auth/mfa":                       reflect.TypeFor[codeRequest](),
+	"POST /api/v1/me/password":                    reflect.TypeFor[passwordChange](),
 	"POST /api/v1/me/tokens":                      reflect.TypeFor[identity.NewAPIToken](),
 	"POST /api/v1/users":                          reflect.TypeFor[identity.NewUser](),
 	"PATCH /api/v1/users/{id}":                    reflect.TypeFor[identity.UserPatch](),
@@ -1228,6 +1229,10 @@ func TestOpenAPIHappyPathsMatchLiveServer(t *testing.T) {
 	call(half, "GET /api/v1/me", "/api/v1/me", nil, 401) // the waiting session's token is gone
 	call(fullSess, "POST /api/v1/auth/mfa", "/api/v1/auth/mfa", map[string]any{"code": codes[2]}, 409)
 	call(session, "DELETE /api/v1/me/totp", "/api/v1/me/totp", map[string]any{"code": codes[0]}, 204)
+	call(session, "POST /api/v1/me/password", "/api/v1/me/password", map[string]any{"current_password": "wrong", "new_password": "Another-Password-2"}, 400)
+	call(admin, "POST /api/v1/me/password", "/api/v1/me/password", map[string]any{"current_password": password, "new_password": "Another-Password-2"}, 403)
+	call(session, "POST /api/v1/me/password", "/api/v1/me/password", map[string]any{"current_password": password, "new_password": "Another-Password-2"}, 204)
+	call(session, "POST /api/v1/me/password", "/api/v1/me/password", map[string]any{"current_password": "Another-Password-2", "new_password": password}, 204)
 	// An admin resets another user's TOTP.
 	if _, err := srv.mfa.Setup(t.Context(), core.Actor{UserID: uid, Username: "alice"}, uid); err != nil {
 		t.Fatal(err)

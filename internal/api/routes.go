@@ -30,6 +30,7 @@ func (s *Server) buildRoutes() []Route {
 		r("POST", v1+"/auth/mfa", secondFactor, s.loginSecondFactor),
 		r("POST", v1+"/auth/logout", secondFactor, s.logout),
 		r("GET", v1+"/me", authenticated, s.me),
+		r("POST", v1+"/me/password", authenticated, s.changePassword),
 		r("GET", v1+"/me/tokens", authenticated, s.listTokens),
 		r("POST", v1+"/me/tokens", authenticated, s.createToken),
 		r("DELETE", v1+"/me/tokens/{id}", authenticated, s.revokeToken),
@@ -222,6 +223,27 @@ func (s *Server) me(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 		}
 	}
 	writeJSON(w, http.StatusOK, meResponse{User: u, CSRFToken: c.principal.CSRFToken, TOTPEnabled: st.TOTPEnabled, RecoveryCodesLeft: st.RecoveryCodesLeft})
+	return nil
+}
+
+type passwordChange struct {
+	CurrentPassword string `json:"current_password"`
+	NewPassword     string `json:"new_password"`
+}
+
+// changePassword sets the caller's own password; their other sessions end.
+func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
+	var in passwordChange
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if c.principal.TokenID != "" {
+		return core.Forbidden("change the password in a login session, not with an API token")
+	}
+	if err := s.ident.ChangePassword(r.Context(), c.principal, in.CurrentPassword, in.NewPassword, c.ip); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 

@@ -265,3 +265,60 @@ func truncate(s string, n int) string {
 	}
 	return s
 }
+
+// ChangePassword sets the caller's own password after checking the current
+// one (a wrong one counts towards the login lockout, so this is no way
+// around it). Every other session of the user ends; the caller's stays.
+func (s *Service) ChangePassword(ctx context.Context, p Principal, current, next, ip string) error {
+	settings, err := core.LoadSettings(ctx, s.db)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	var hash string
+	var lockedUntil int64
+	if err := s.db.QueryRowContext(ctx, `SELECT u.password_hash, COALESCE((SELECT locked_until FROM login_attempts WHERE login_key = u.id), 0)
+		FROM users u WHERE u.id = $1`, p.UserID).Scan(&hash, &lockedUntil); err != nil {
+		return fmt.Errorf("read password: %w", err)
+	}
+	if lockedUntil > now.UnixMilli() {
+		return lockedError(lockedUntil, now)
+	}
+	if hash == "" || !VerifyPassword(hash, current) {
+		locked, err := s.recordFailure(ctx, p.UserID, settings, now)
+		if err != nil {
+			return err
+		}
+		if err := core.Audit(ctx, s.db, p.Actor(ip), "user.password_change_failed", "user", p.UserID, map[string]any{"locked": locked > 0}); err != nil {
+			return err
+		}
+		if locked > 0 {
+			return lockedError(locked, now)
+		}
+		return core.Invalid("wrong_password", "current_password", "the current password is wrong")
+	}
+	if err := CheckPasswordStrength(next, settings.MinPasswordLength); err != nil {
+		if de, ok := core.AsError(err); ok {
+			e := *de
+			e.Field = "new_password"
+			return &e
+		}
+		return err
+	}
+	if next == current {
+		return core.Invalid("same_password", "new_password", "the new password must differ from the current one")
+	}
+	newHash := HashPassword(s.params, next)
+	return s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3`, newHash, now.UnixMilli(), p.UserID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE user_id = $1 AND id <> $2`, p.UserID, p.SessionID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM login_attempts WHERE login_key = $1`, p.UserID); err != nil {
+			return err
+		}
+		return core.Audit(ctx, tx, p.Actor(ip), "user.password_change", "user", p.UserID, nil)
+	})
+}

@@ -489,3 +489,9 @@ func cacheForever(h http.Handler) http.Handler {
 type ClusterView interface {
 	Cluster(ctx context.Context, now time.Time) (lease.Cluster, error)
 }
+
+// fieldError is a validation error the UI finds itself (before calling a
+// service), shown at field like the services' own.
+func fieldError(field, message string) error {
+	return &core.Error{Kind: core.KindInvalid, Code: "invalid_value", Field: field, Message: message}
+}

@@ -22,9 +22,11 @@
     }
   });
 
-  // Destructive forms ask first: <form data-confirm="Delete X?">.
+  // Destructive forms ask first: <form data-confirm="Delete X?">, or one
+  // button of a form: <button data-confirm-button="Turn off?">.
   document.addEventListener("submit", function (e) {
-    var msg = e.target.getAttribute && e.target.getAttribute("data-confirm");
+    var msg = (e.submitter && e.submitter.getAttribute("data-confirm-button")) ||
+      (e.target.getAttribute && e.target.getAttribute("data-confirm"));
     if (msg && !window.confirm(msg)) {
       e.preventDefault();
     }

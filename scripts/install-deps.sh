@@ -3,7 +3,8 @@
 # wireguard-tools (wg, wg-quick), nftables (nft, to inspect the gateway's rules), wireguard-go (wg-quick's userspace
 # fallback without the kernel module), iputils-ping and iproute2 (ip, ss)
 # for the network-namespace tests, keepalived (VRRP floating IP of the
-# failover drill), oathtool for the TOTP interoperability test, and the
+# failover drill), oathtool for the TOTP interoperability test, chromium
+# (headless browser of the web UI tests, driven by chromedp) and the
 # PostgreSQL server binaries. Needs
 # root for apt-get; without root it only reports what is missing.
 set -euo pipefail
@@ -26,6 +27,11 @@ command -v oathtool >/dev/null 2>&1 || need+=(oathtool)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 # keepalived: moves the floating IP between gateways in `ward drill`.
 command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
+# chromium: the browser the web UI tests (e2e/web_test.go) drive headless;
+# Debian installs it as /usr/bin/chromium.
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+  need+=(chromium)
+fi
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   need+=(postgresql)
 fi

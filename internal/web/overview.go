@@ -101,6 +101,9 @@ var trafficRanges = map[string]struct{ span, step time.Duration }{
 
 type trafficData struct {
 	LocationID string
+	Name       string
+	// From and To bound the window (Unix seconds) for the chart's x axis.
+	From, To int64
 	Range      string
 	Ranges     []string
 	// Points is JSON for the chart script: [[t...], [up...], [down...]].
@@ -110,7 +113,8 @@ type trafficData struct {
 
 func (s *Server) traffic(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	id := r.PathValue("id")
-	if _, err := s.o.VPN.GetLocation(r.Context(), c.actor(), id); err != nil {
+	loc, err := s.o.VPN.GetLocation(r.Context(), c.actor(), id)
+	if err != nil {
 		return err
 	}
 	rng := r.URL.Query().Get("range")
@@ -136,7 +140,7 @@ func (s *Server) traffic(w http.ResponseWriter, r *http.Request, c *reqCtx) erro
 	if err != nil {
 		return err
 	}
-	d := trafficData{LocationID: id, Range: rng, Ranges: []string{"1h", "24h", "7d"}, Points: string(raw), Totals: tot}
+	d := trafficData{LocationID: id, Name: loc.Name, From: to.Add(-win.span).Unix(), To: to.Unix(), Range: rng, Ranges: []string{"1h", "24h", "7d"}, Points: string(raw), Totals: tot}
 	s.render(w, http.StatusOK, "overview.html#traffic", s.page(c, "Traffic", "overview", d))
 	return nil
 }

@@ -35,9 +35,9 @@
   var charts = new WeakMap();
 
   function human(n) {
-    var u = ["B", "KiB", "MiB", "GiB", "TiB"], i = 0;
+    var u = ["B", "K", "M", "G", "T"], i = 0;
     while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
-    return (i ? n.toFixed(1) : n) + " " + u[i];
+    return (i ? (n >= 100 ? n.toFixed(0) : n.toFixed(1)) : n) + " " + u[i] + (i ? "iB" : "");
   }
 
   // Draw every .chart[data-points] (JSON [[t],[up],[down]]) with uPlot.
@@ -53,11 +53,19 @@
         return;
       }
       var width = Math.max(260, el.clientWidth || 600);
+      var narrow = width < 500;
+      // The x axis spans the whole window asked for (data-from/data-to,
+      // Unix seconds), not just the minutes that had traffic.
+      var from = Number(el.getAttribute("data-from")), to = Number(el.getAttribute("data-to"));
+      var xScale = {time: true};
+      if (from && to) { xScale.range = function () { return [from, to]; }; }
       var plot = new uPlot({
         width: width, height: 180,
+        scales: {x: xScale},
         series: [{}, {label: "up", stroke: "#1f5eff", value: function (u, v) { return v == null ? "" : human(v); }},
                      {label: "down", stroke: "#1e7d32", value: function (u, v) { return v == null ? "" : human(v); }}],
-        axes: [{}, {values: function (u, vals) { return vals.map(human); }, size: 70}]
+        axes: [{}, {values: function (u, vals) { return vals.map(human); }, size: narrow ? 64 : 80,
+                    font: narrow ? "10px system-ui" : "12px system-ui"}]
       }, data, el);
       charts.set(el, plot);
     });

@@ -314,8 +314,9 @@ func (s *Service) ListDevices(ctx context.Context, a core.Actor, f DeviceFilter)
 		where = append(where, fmt.Sprintf("d.id IN (SELECT device_id FROM device_addresses WHERE location_id = $%d)", len(args)))
 	}
 	if f.Search != "" {
-		args = append(args, "%"+strings.ToLower(f.Search)+"%")
-		where = append(where, fmt.Sprintf("(LOWER(d.name) LIKE $%d OR d.public_key LIKE $%d)", len(args), len(args)))
+		// Names match case-insensitively; keys (base64) as typed.
+		args = append(args, "%"+strings.ToLower(f.Search)+"%", "%"+f.Search+"%")
+		where = append(where, fmt.Sprintf("(LOWER(d.name) LIKE $%d OR d.public_key LIKE $%d)", len(args)-1, len(args)))
 	}
 	cond := ""
 	if len(where) > 0 {

@@ -42,3 +42,21 @@ func TestPurgeChangesForcesSnapshotsBehindIt(t *testing.T) {
 		}
 	})
 }
+
+// Device search: names case-insensitively, keys (base64, mixed case) as typed,
+// on both databases (PostgreSQL's LIKE is case-sensitive).
+func TestListDevicesSearch(t *testing.T) {
+	env.ForEach(t, func(t *testing.T, db *store.DB) {
+		e := newPeerEnv(t, db)
+		e.location("office", nil, "10.10.0.0/24")
+		key := newPublicKey(t)
+		d := e.device(NewDevice{Name: "Laptop-Alice", PublicKey: key})
+		e.device(NewDevice{Name: "phone", PublicKey: newPublicKey(t)})
+		for _, q := range []string{"laptop", "LAPTOP-alice", key[:12], key} {
+			got, total, err := e.svc.ListDevices(e.ctx, e.admin, DeviceFilter{ListParams: ListParams{Search: q, Limit: 10}})
+			if err != nil || total != 1 || len(got) != 1 || got[0].ID != d.ID {
+				t.Fatalf("search %q: %d devices (total %d), %v", q, len(got), total, err)
+			}
+		}
+	})
+}

@@ -26,6 +26,8 @@ import (
 	"github.com/wardvpn/ward/internal/core/mfa"
 	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/core/webauthn"
+	"github.com/wardvpn/ward/internal/core/webauthn/webauthntest"
 	"github.com/wardvpn/ward/internal/lease"
 	"github.com/wardvpn/ward/internal/mail/mailtest"
 	"github.com/wardvpn/ward/internal/store"
@@ -62,6 +64,9 @@ var oapiInputTypes = map[string]reflect.Type{
 	"POST /api/v1/me/totp/confirm":                reflect.TypeFor[codeRequest](),
 	"DELETE /api/v1/me/totp":                      reflect.TypeFor[codeRequest](),
 	"POST /api/v1/me/recovery-codes":              reflect.TypeFor[codeRequest](),
+	"POST /api/v1/me/webauthn/register/finish":    reflect.TypeFor[webauthnRegisterFinish](),
+	"PATCH /api/v1/me/webauthn/credentials/{id}":  reflect.TypeFor[webauthnRename](),
+	"POST /api/v1/auth/webauthn/finish":           reflect.TypeFor[webauthnLoginFinish](),
 }
 
 // oapiOutputTypes maps a schema (a JSON pointer into the document) to the Go
@@ -105,6 +110,10 @@ var oapiOutputTypes = map[string]reflect.Type{
 	"#/components/schemas/Cluster":                           reflect.TypeFor[lease.Cluster](),
 	"#/components/schemas/Cluster/properties/replicas/items": reflect.TypeFor[lease.Replica](),
 	"#/components/schemas/Cluster/properties/leases/items":   reflect.TypeFor[lease.LeaseState](),
+	"#/components/schemas/WebAuthnCredential":                reflect.TypeFor[webauthn.Credential](),
+	"#/components/schemas/WebAuthnCredentialPage":            reflect.TypeFor[page[webauthn.Credential]](),
+	"#/components/schemas/WebAuthnRegistrationStart":         reflect.TypeFor[webauthn.RegistrationStart](),
+	"#/components/schemas/WebAuthnLoginStart":                reflect.TypeFor[webauthn.LoginStart](),
 }
 
 // oapiUntypedSchemas are encoded from maps, so no struct can be compared.
@@ -167,9 +176,29 @@ func oapiNewServer(t *testing.T) (*Server, *identity.Service) {
 	}
 	vpnSvc := vpn.New(db, nil)
 	ident := identity.New(db, inst, identity.PasswordParams{MemoryKiB: 1024, Time: 1, Threads: 1}, vpnSvc, nil)
-	srv := New(db, ident, vpnSvc, Options{})
+	wa, err := webauthn.New(db, webauthn.Config{PublicURL: oapiPublicURL})
+	if err != nil {
+		t.Fatalf("webauthn: %v", err)
+	}
+	srv := New(db, ident, vpnSvc, Options{WebAuthn: wa})
+	srv.mfa.AddSecondFactors(wa)
 	ident.SetSecondFactor(srv.mfa)
 	return srv, ident
+}
+
+// oapiPublicURL is the public URL of the test servers: the WebAuthn
+// relying party (the software authenticator plays a browser there).
+const oapiPublicURL = "http://localhost:8000"
+
+// oapiJSON encodes a decoded value again (e.g. WebAuthn options for the
+// software authenticator).
+func oapiJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func sessionCookie(t *testing.T, resp *http.Response) string {
@@ -1229,6 +1258,50 @@ func TestOpenAPIHappyPathsMatchLiveServer(t *testing.T) {
 	call(half, "GET /api/v1/me", "/api/v1/me", nil, 401) // the waiting session's token is gone
 	call(fullSess, "POST /api/v1/auth/mfa", "/api/v1/auth/mfa", map[string]any{"code": codes[2]}, 409)
 	call(session, "DELETE /api/v1/me/totp", "/api/v1/me/totp", map[string]any{"code": codes[0]}, 204)
+	// A security key (WebAuthn): the software authenticator plays the
+	// browser and the key.
+	waKey := webauthntest.New(oapiPublicURL)
+	waReg := call(admin, "POST /api/v1/me/webauthn/register/begin", "/api/v1/me/webauthn/register/begin", nil, 200)
+	waCreated, err := waKey.Create(oapiJSON(t, waReg["options"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waFinish := map[string]any{"ceremony_id": waReg["ceremony_id"], "name": "YubiKey", "credential": json.RawMessage(waCreated)}
+	waCred := call(admin, "POST /api/v1/me/webauthn/register/finish", "/api/v1/me/webauthn/register/finish", waFinish, 201)
+	if waCred["name"] != "YubiKey" || waCred["credential_id"] != waKey.LastCredentialID() {
+		t.Errorf("registered key: %v", waCred)
+	}
+	call(admin, "POST /api/v1/me/webauthn/register/finish", "/api/v1/me/webauthn/register/finish", waFinish, 409) // single use
+	if list := call(admin, "GET /api/v1/me/webauthn/credentials", "/api/v1/me/webauthn/credentials", nil, 200); oapiLen(list, "items") != 1 {
+		t.Errorf("keys: %v", list)
+	}
+	waPath := "/api/v1/me/webauthn/credentials/" + oapiStr(waCred, "id")
+	call(admin, "PATCH /api/v1/me/webauthn/credentials/{id}", waPath, map[string]any{"name": strings.Repeat("x", 65)}, 400)
+	call(admin, "PATCH /api/v1/me/webauthn/credentials/{id}", waPath, map[string]any{"name": "Keyring"}, 200)
+	// A login now waits for the key, and the key completes it.
+	waPending := call(anon, "POST /api/v1/auth/login", "/api/v1/auth/login", map[string]any{"username": "admin", "password": password}, 200)
+	if f, _ := waPending["second_factors"].([]any); len(f) != 1 || f[0] != "webauthn" {
+		t.Fatalf("login of a user with only a security key: %v", waPending)
+	}
+	waHalf := anon
+	waHalf.hdr = map[string]string{"Cookie": sessionCookie(t, lastResp), "X-CSRF-Token": oapiStr(waPending, "csrf_token")}
+	waLogin := call(waHalf, "POST /api/v1/auth/webauthn/begin", "/api/v1/auth/webauthn/begin", nil, 200)
+	waAsserted, err := waKey.Get(oapiJSON(t, waLogin["options"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	call(waHalf, "POST /api/v1/auth/webauthn/finish", "/api/v1/auth/webauthn/finish", map[string]any{"ceremony_id": "nope", "credential": json.RawMessage(waAsserted)}, 409)
+	waFull := call(waHalf, "POST /api/v1/auth/webauthn/finish", "/api/v1/auth/webauthn/finish",
+		map[string]any{"ceremony_id": waLogin["ceremony_id"], "credential": json.RawMessage(waAsserted)}, 200)
+	if waFull["second_factor_required"] != false {
+		t.Errorf("after the security key: %v", waFull)
+	}
+	waSess := anon
+	waSess.hdr = map[string]string{"Cookie": sessionCookie(t, lastResp), "X-CSRF-Token": oapiStr(waFull, "csrf_token")}
+	call(waSess, "GET /api/v1/me", "/api/v1/me", nil, 200)
+	call(waSess, "POST /api/v1/auth/webauthn/begin", "/api/v1/auth/webauthn/begin", nil, 409) // nothing due
+	call(admin, "DELETE /api/v1/me/webauthn/credentials/{id}", waPath, nil, 204)
+	call(admin, "DELETE /api/v1/me/webauthn/credentials/{id}", waPath, nil, 404)
 	call(session, "POST /api/v1/me/password", "/api/v1/me/password", map[string]any{"current_password": "wrong", "new_password": "Another-Password-2"}, 400)
 	call(admin, "POST /api/v1/me/password", "/api/v1/me/password", map[string]any{"current_password": password, "new_password": "Another-Password-2"}, 403)
 	call(session, "POST /api/v1/me/password", "/api/v1/me/password", map[string]any{"current_password": password, "new_password": "Another-Password-2"}, 204)

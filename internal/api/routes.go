@@ -20,7 +20,7 @@ func (s *Server) buildRoutes() []Route {
 		return Route{Method: method, Path: path, auth: auth, handle: h}
 	}
 	const v1 = "/api/v1"
-	return []Route{
+	return append([]Route{
 		r("GET", "/livez", public, s.livez),
 		r("GET", "/readyz", public, s.readyz),
 		r("GET", "/metrics", public, s.metricsHandler()),
@@ -87,7 +87,7 @@ func (s *Server) buildRoutes() []Route {
 
 		r("GET", v1+"/audit", authenticated, s.listAudit),
 		r("GET", v1+"/cluster", authenticated, s.getCluster),
-	}
+	}, s.webauthnRoutes()...)
 }
 
 // Operations.

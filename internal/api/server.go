@@ -17,6 +17,7 @@ import (
 	"github.com/wardvpn/ward/internal/core/mfa"
 	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/core/webauthn"
 	"github.com/wardvpn/ward/internal/lease"
 	"github.com/wardvpn/ward/internal/mail"
 	"github.com/wardvpn/ward/internal/store"
@@ -44,6 +45,9 @@ type Options struct {
 	// Cluster answers GET /api/v1/cluster; nil reads it from the same
 	// database.
 	Cluster ClusterView
+	// WebAuthn serves security keys (/api/v1/me/webauthn/...,
+	// /api/v1/auth/webauthn/...); nil answers them with 503.
+	WebAuthn *webauthn.Service
 }
 
 // ClusterView reads the core replicas and leases.
@@ -66,6 +70,9 @@ type Server struct {
 	metrics *httpMetrics
 	mux     *http.ServeMux
 	routes  []Route
+
+	// webauthn may be nil (see Options.WebAuthn).
+	webauthn *webauthn.Service
 }
 
 // Route is one registered endpoint; the OpenAPI test compares these with
@@ -108,6 +115,7 @@ func New(db *store.DB, ident *identity.Service, vpnSvc *vpn.Service, opts Option
 		s.stats = stats.New(db)
 	}
 	s.mfa, s.enroll, s.mail, s.cluster = opts.MFA, opts.Enroll, opts.Mail, opts.Cluster
+	s.webauthn = opts.WebAuthn
 	if s.cluster == nil {
 		s.cluster = lease.NewRegistry(db, "", "")
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
 	"github.com/wardvpn/ward/internal/core/vpnsession"
+	"github.com/wardvpn/ward/internal/core/webauthn"
 	"github.com/wardvpn/ward/internal/gwlink"
 	"github.com/wardvpn/ward/internal/lease"
 	"github.com/wardvpn/ward/internal/mail"
@@ -85,6 +86,16 @@ func Open(ctx context.Context, cfg Config, version string, log *slog.Logger, std
 	statsSvc := stats.New(db)
 	mailer := mail.New(db, log)
 	mfaSvc := mfa.New(db, inst, log)
+	// Security keys: the public URL is the relying party (its host the ID,
+	// its origin the only one accepted). A login then asks for any second
+	// factor the user has: TOTP, recovery codes, WebAuthn.
+	webauthnSvc, err := webauthn.New(db, webauthn.Config{PublicURL: cfg.PublicURL, Log: log})
+	if err != nil {
+		log.Warn("security keys (WebAuthn) are disabled", "err", err)
+		webauthnSvc = nil
+	} else {
+		mfaSvc.AddSecondFactors(webauthnSvc)
+	}
 	ident.SetSecondFactor(mfaSvc)
 	enrollSvc := enroll.New(db, inst, vpnSvc, mfaSvc, enroll.Options{PasswordParams: identity.DefaultPasswordParams, Mail: mailer, Log: log})
 	sessions := vpnsession.New(db, vpnSvc, inst, vpnsession.Options{Verifier: mfaSvc, Mailer: mail.VPNCodes{Sender: mailer}, Log: log})
@@ -123,9 +134,10 @@ func Open(ctx context.Context, cfg Config, version string, log *slog.Logger, std
 	reg.MustRegister(leaseMetrics.Collectors()...)
 	reg.MustRegister(app.notify.collectors()...)
 	app.API = api.New(db, ident, vpnSvc, api.Options{SecureCookies: cfg.SecureCookies(), Registry: reg, Log: log, Stats: statsSvc,
-		MFA: mfaSvc, Enroll: enrollSvc, Mail: mailer, Cluster: app.Replicas})
+		MFA: mfaSvc, Enroll: enrollSvc, Mail: mailer, Cluster: app.Replicas, WebAuthn: webauthnSvc})
 	app.Web, err = web.New(web.Options{DB: db, Identity: ident, VPN: vpnSvc, Stats: statsSvc, MFA: mfaSvc, Enroll: enrollSvc, Mail: mailer,
-		Cluster: app.Replicas, SecureCookies: cfg.SecureCookies(), Log: log, Version: version})
+		WebAuthn: webauthnSvc,
+		Cluster:  app.Replicas, SecureCookies: cfg.SecureCookies(), Log: log, Version: version})
 	if err != nil {
 		db.Close()
 		return nil, err

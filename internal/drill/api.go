@@ -120,6 +120,7 @@ type apiGateway struct {
 		Connected       bool   `json:"connected"`
 		AppliedRevision int64  `json:"applied_revision"`
 		LastError       string `json:"last_error"`
+		Role            string `json:"role"`
 	} `json:"status"`
 }
 

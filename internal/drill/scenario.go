@@ -196,6 +196,9 @@ func (ph *phase) waitSteady(ctx context.Context, sc string, run int) (int, error
 		if err := d.waitGatewaysInSync(ctx, 60*time.Second); err != nil {
 			return -1, err
 		}
+		if err := d.waitRolesInCore(ctx, owner, 15*time.Second); err != nil {
+			return -1, err
+		}
 	}
 	// A wg-quick client that roamed to a node's own address (the previous
 	// run's demoted baseline gateway handshook with it from there) would

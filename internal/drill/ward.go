@@ -126,6 +126,27 @@ func (d *Drill) waitGatewaysInSync(ctx context.Context, timeout time.Duration) e
 	})
 }
 
+// waitRolesInCore waits until core shows the roles the gateways report:
+// the one on node owner (which holds the VIP) active, the other standby.
+func (d *Drill) waitRolesInCore(ctx context.Context, owner int, timeout time.Duration) error {
+	return waitFor(ctx, timeout, 100*time.Millisecond, "core shows the gateways' roles", func() error {
+		for i := range 2 {
+			want := "standby"
+			if i == owner {
+				want = "active"
+			}
+			var g apiGateway
+			if err := d.api.do("GET", "/api/v1/locations/"+d.loc.ID+"/gateways/"+d.gwID[i], nil, http.StatusOK, &g); err != nil {
+				return err
+			}
+			if g.Status.Role != want {
+				return fmt.Errorf("core shows gateway %d as %q, want %s (node %d holds the VIP)", i+1, g.Status.Role, want, owner+1)
+			}
+		}
+		return nil
+	})
+}
+
 // enrollWardClient starts the proxy, enrolls a new user's device with
 // `ward client enroll` in the ward client's namespace.
 func (d *Drill) enrollWardClient(ctx context.Context) error {

@@ -18,6 +18,11 @@ type coreLink struct {
 	since  time.Time
 	sendMu sync.Mutex
 	stream gw.Gateway_ControlServer
+	// roleKick wakes the stream's loop to report a role change; sentRole
+	// and sentSince are what it reported last (touched by that loop only).
+	roleKick  chan struct{}
+	sentRole  Role
+	sentSince time.Time
 }
 
 func (l *coreLink) send(m *gw.GatewayMessage) error {
@@ -34,10 +39,17 @@ func (g *Gateway) Control(stream gw.Gateway_ControlServer) error {
 	if err != nil {
 		return err
 	}
-	link := &coreLink{coreID: coreID, since: time.Now(), stream: stream}
+	return g.serveControl(coreID, stream)
+}
+
+// serveControl runs a verified core replica's stream.
+func (g *Gateway) serveControl(coreID string, stream gw.Gateway_ControlServer) error {
+	link := &coreLink{coreID: coreID, since: time.Now(), stream: stream, roleKick: make(chan struct{}, 1)}
+	role := g.roles.get()
+	link.sentRole, link.sentSince = role.Role, role.Since
 	g.mu.Lock()
 	hello := &gw.Hello{GatewayId: g.gatewayID(), Version: g.version, ProtocolVersions: []uint32{ProtocolVersion}, BootId: g.bootID,
-		AppliedRevision: g.state.revision}
+		AppliedRevision: g.state.revision, Role: roleProto(role.Role), RoleSince: role.Since.UnixMilli()}
 	if g.localDirty {
 		// Peers were removed here while core was away: only a snapshot
 		// brings back the ones core still wants.
@@ -52,6 +64,9 @@ func (g *Gateway) Control(stream gw.Gateway_ControlServer) error {
 	}
 	g.addLink(link)
 	defer g.removeLink(link)
+	// The role may have changed between reading it for Hello and addLink,
+	// when this link was not there to be told.
+	link.kickRole()
 	g.log.Info("core connected", "core_id", coreID)
 	defer g.log.Info("core disconnected", "core_id", coreID)
 	type received struct {
@@ -79,6 +94,11 @@ func (g *Gateway) Control(stream gw.Gateway_ControlServer) error {
 			return status.Error(codes.Unavailable, "gateway shutting down")
 		case <-stream.Context().Done():
 			return stream.Context().Err()
+		case <-link.roleKick:
+			if err := g.sendRole(link); err != nil {
+				return err
+			}
+			continue
 		case r := <-incoming:
 			if r.err != nil {
 				return r.err
@@ -135,6 +155,50 @@ func (g *Gateway) ack(link *coreLink) error {
 	rev := g.state.revision
 	g.mu.Unlock()
 	return link.send(&gw.GatewayMessage{Msg: &gw.GatewayMessage_Ack{Ack: &gw.Ack{Revision: rev}}})
+}
+
+// roleProto is the wire form of a role.
+func roleProto(r Role) gw.Role {
+	switch r {
+	case RoleActive:
+		return gw.Role_ROLE_ACTIVE
+	case RoleStandby:
+		return gw.Role_ROLE_STANDBY
+	}
+	return gw.Role_ROLE_UNSPECIFIED
+}
+
+// kickRole wakes the link's loop to compare the role with what it reported;
+// one pending wake-up is enough.
+func (l *coreLink) kickRole() {
+	select {
+	case l.roleKick <- struct{}{}:
+	default:
+	}
+}
+
+// sendRole reports the current role on link unless the link already has it.
+// It runs on the link's own loop, so a core that reads slowly holds up only
+// its own stream, never the role loop that drives the engine.
+func (g *Gateway) sendRole(link *coreLink) error {
+	info := g.roles.get()
+	if info.Role == link.sentRole && info.Since.Equal(link.sentSince) {
+		return nil
+	}
+	if err := link.send(&gw.GatewayMessage{Msg: &gw.GatewayMessage_Role{Role: &gw.RoleStatus{Role: roleProto(info.Role),
+		Since: info.Since.UnixMilli()}}}); err != nil {
+		return err
+	}
+	link.sentRole, link.sentSince = info.Role, info.Since
+	return nil
+}
+
+// reportRole tells every connected core to check the role.
+func (g *Gateway) reportRole() {
+	links, _ := g.linkSnapshot()
+	for _, l := range links {
+		l.kickRole()
+	}
 }
 
 func (g *Gateway) gatewayID() string { return g.adoptee.ID() }

@@ -63,6 +63,7 @@ func (g *Gateway) kickRole() {
 func (g *Gateway) roleUpdated(info roleInfo, changed bool) {
 	if changed {
 		g.log.Info("gateway role changed", "role", info.Role, "reason", info.Reason)
+		g.reportRole()
 	}
 	g.kickRole()
 }

@@ -78,11 +78,11 @@ func (w *worker) Session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 		return true, w.sendRevoked(stream.Send, incoming)
 	}
 	link := vpn.LinkEvent{GatewayID: t.ID, CoreID: w.m.coreID, Version: hello.GetVersion(), BootID: hello.GetBootId(),
-		Connected: true, AppliedRevision: int64(hello.GetAppliedRevision())}
+		Connected: true, AppliedRevision: int64(hello.GetAppliedRevision()), Role: roleName(hello.GetRole()), RoleSince: hello.GetRoleSince()}
 	if err := w.m.vpn.RecordLink(ctx, w.m.actor(), link, true); err != nil {
 		w.log.Warn("cannot record gateway link", "err", err)
 	}
-	w.log.Info("gateway connected", "version", hello.GetVersion(), "applied_revision", hello.GetAppliedRevision())
+	w.log.Info("gateway connected", "version", hello.GetVersion(), "applied_revision", hello.GetAppliedRevision(), "role", link.Role)
 	w.m.metrics.linkUp.WithLabelValues(t.ID).Set(1)
 	w.m.metrics.applied.WithLabelValues(t.ID).Set(float64(hello.GetAppliedRevision()))
 	defer func() {
@@ -251,6 +251,13 @@ func (w *worker) Session(ctx context.Context, t vpn.GatewayTarget) (connected bo
 				if err := w.m.vpn.TouchLink(ctx, t.ID, w.m.coreID, link.AppliedRevision); err != nil {
 					w.log.Warn("cannot record ack", "err", err)
 				}
+			case *gw.GatewayMessage_Role:
+				// Kept in link too, so the disconnect records the last role.
+				link.Role, link.RoleSince = roleName(m.Role.GetRole()), m.Role.GetSince()
+				w.log.Info("gateway role changed", "role", link.Role, "since", time.UnixMilli(link.RoleSince))
+				if err := w.m.vpn.RecordRole(ctx, t.ID, w.m.coreID, link.Role, link.RoleSince); err != nil {
+					w.log.Warn("cannot record the gateway's role", "err", err)
+				}
 			case *gw.GatewayMessage_NeedSnapshot:
 				w.log.Info("gateway asked for a snapshot", "applied_revision", m.NeedSnapshot.GetAppliedRevision())
 				sent = 0
@@ -310,6 +317,18 @@ func (w *worker) ingest(ctx context.Context, t vpn.GatewayTarget, r *gw.StatsRep
 	default:
 		w.m.metrics.batches.WithLabelValues("duplicate").Inc()
 	}
+}
+
+// roleName is a reported role as core stores it; a gateway that reports
+// none (older than the report) is vpn.RoleUnknown.
+func roleName(r gw.Role) string {
+	switch r {
+	case gw.Role_ROLE_ACTIVE:
+		return vpn.RoleActive
+	case gw.Role_ROLE_STANDBY:
+		return vpn.RoleStandby
+	}
+	return vpn.RoleUnknown
 }
 
 func updateMessage(u vpn.GatewayUpdate) *gw.CoreMessage {

@@ -104,8 +104,8 @@ type trafficData struct {
 	Name       string
 	// From and To bound the window (Unix seconds) for the chart's x axis.
 	From, To int64
-	Range      string
-	Ranges     []string
+	Range    string
+	Ranges   []string
 	// Points is JSON for the chart script: [[t...], [up...], [down...]].
 	Points string
 	Totals stats.Totals

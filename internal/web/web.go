@@ -28,6 +28,7 @@ import (
 	"github.com/wardvpn/ward/internal/core/mfa"
 	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
+	"github.com/wardvpn/ward/internal/core/webauthn"
 	"github.com/wardvpn/ward/internal/lease"
 	"github.com/wardvpn/ward/internal/mail"
 	"github.com/wardvpn/ward/internal/store"
@@ -51,6 +52,9 @@ type Options struct {
 	MFA      *mfa.Service
 	Enroll   *enroll.Service
 	Mail     *mail.Mailer
+	// WebAuthn serves security keys (nil: disabled, e.g. when the public
+	// URL cannot be a WebAuthn relying party).
+	WebAuthn *webauthn.Service
 	// Cluster reads the core replicas and leases (optional).
 	Cluster ClusterView
 	// SecureCookies marks the session cookie Secure (https public URL).

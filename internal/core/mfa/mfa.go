@@ -65,7 +65,19 @@ type Service struct {
 	tokenKey []byte
 	log      *slog.Logger
 	now      func() time.Time
+	// others list the user's further second factors (WebAuthn keys).
+	others []SecondFactorLister
 }
+
+// SecondFactorLister names further second factors a user has, e.g.
+// ["webauthn"] (see AddSecondFactors).
+type SecondFactorLister interface {
+	SecondFactors(ctx context.Context, userID string) ([]string, error)
+}
+
+// AddSecondFactors makes SecondFactors also name what l lists. Call it
+// while wiring the services, before they serve requests.
+func (s *Service) AddSecondFactors(l SecondFactorLister) { s.others = append(s.others, l) }
 
 // New builds the service; recovery codes are keyed with the instance token key.
 func New(db *store.DB, inst core.Instance, log *slog.Logger) *Service {
@@ -339,14 +351,26 @@ func (s *Service) HasTOTP(ctx context.Context, userID string) (bool, error) {
 }
 
 // SecondFactors names what the user can present at login after the
-// password: "totp" and "recovery" once TOTP is confirmed (identity asks
-// for one of them; see identity.SetSecondFactor).
+// password: "totp" and "recovery" once TOTP is confirmed, plus what the
+// listers added with AddSecondFactors name (e.g. "webauthn"); identity asks
+// for one of them (see identity.SetSecondFactor).
 func (s *Service) SecondFactors(ctx context.Context, userID string) ([]string, error) {
 	has, err := s.HasTOTP(ctx, userID)
-	if err != nil || !has {
+	if err != nil {
 		return nil, err
 	}
-	return []string{"totp", "recovery"}, nil
+	var out []string
+	if has {
+		out = []string{"totp", "recovery"}
+	}
+	for _, l := range s.others {
+		more, err := l.SecondFactors(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, more...)
+	}
+	return out, nil
 }
 
 // Status reports the user's second factors.

@@ -20,17 +20,31 @@ const DefaultJoinTokenTTL = time.Hour
 // GatewayStatus is what core knows about a gateway's (or proxy's) control
 // link, merged over every core replica.
 type GatewayStatus struct {
-	Adopted            bool          `json:"adopted"`
-	AdoptedAt          int64         `json:"adopted_at"`
-	Connected          bool          `json:"connected"`
-	ConnectedSince     int64         `json:"connected_since"`
-	Version            string        `json:"version"`
-	AppliedRevision    int64         `json:"applied_revision"`
-	LastContact        int64         `json:"last_contact"`
-	LastError          string        `json:"last_error,omitempty"`
-	JoinTokenExpiresAt int64         `json:"join_token_expires_at"`
-	Links              []GatewayLink `json:"links"`
+	Adopted            bool   `json:"adopted"`
+	AdoptedAt          int64  `json:"adopted_at"`
+	Connected          bool   `json:"connected"`
+	ConnectedSince     int64  `json:"connected_since"`
+	Version            string `json:"version"`
+	AppliedRevision    int64  `json:"applied_revision"`
+	LastContact        int64  `json:"last_contact"`
+	LastError          string `json:"last_error,omitempty"`
+	JoinTokenExpiresAt int64  `json:"join_token_expires_at"`
+	// Role sums up what the live links report (gateways only): "active"
+	// if any says active, "standby" if all say standby, else "unknown"
+	// (no live link, or a gateway too old to report its role). RoleSince
+	// is when the gateway took that role (its own clock, Unix ms); 0 while
+	// unknown.
+	Role      string        `json:"role,omitempty"`
+	RoleSince int64         `json:"role_since,omitempty"`
+	Links     []GatewayLink `json:"links"`
 }
+
+// Gateway roles as core shows them.
+const (
+	RoleActive  = "active"
+	RoleStandby = "standby"
+	RoleUnknown = "unknown"
+)
 
 // GatewayLink is one core replica's link to a gateway.
 type GatewayLink struct {
@@ -42,6 +56,11 @@ type GatewayLink struct {
 	AppliedRevision int64  `json:"applied_revision"`
 	LastContact     int64  `json:"last_contact"`
 	LastError       string `json:"last_error,omitempty"`
+	// Role is what the gateway last reported on this link (gateways only):
+	// "active", "standby" or "unknown"; RoleSince since when (Unix ms, the
+	// gateway's clock; 0 when unknown).
+	Role      string `json:"role,omitempty"`
+	RoleSince int64  `json:"role_since,omitempty"`
 }
 
 // JoinToken is a one-time gateway join token, shown once.
@@ -208,6 +227,29 @@ type LinkEvent struct {
 	GatewayID, CoreID, Version, BootID, Error string
 	Connected                                 bool
 	AppliedRevision                           int64
+	// Role and RoleSince: what a gateway reported (RoleActive,
+	// RoleStandby; anything else is stored as not reported). Ignored for
+	// proxies.
+	Role      string
+	RoleSince int64
+}
+
+// storedRole is the role and role_since as gateway_links keeps them: an
+// empty role and 0 when not reported. A since in the future (clock skew
+// between the gateway and core) is taken as now.
+func storedRole(role string, since, now int64) (string, int64) {
+	if role != RoleActive && role != RoleStandby {
+		return "", 0
+	}
+	return role, min(max(since, 0), now)
+}
+
+// shownRole is a stored role as the API shows it.
+func shownRole(role string) string {
+	if role == "" {
+		return RoleUnknown
+	}
+	return role
 }
 
 // RecordLink stores a gateway link state; connect and disconnect are audit
@@ -224,13 +266,20 @@ func (s *Service) RecordProxyLink(ctx context.Context, a core.Actor, ev LinkEven
 func (s *Service) recordLink(ctx context.Context, r registry, a core.Actor, ev LinkEvent, audit bool) error {
 	return s.db.Tx(ctx, func(tx *sql.Tx) error {
 		now := store.Now()
-		_, err := tx.ExecContext(ctx, `INSERT INTO `+r.linkTable+` (`+r.linkColumn+`, core_id, connected, since, version, boot_id, applied_revision, last_contact, last_error)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $4, $8)
+		args := []any{ev.GatewayID, ev.CoreID, ev.Connected, now, ev.Version, ev.BootID, ev.AppliedRevision, ev.Error}
+		roleCols, roleVals, roleSet := "", "", ""
+		role, since := storedRole(ev.Role, ev.RoleSince, now)
+		if r.scoped { // gateways report a role, proxies do not
+			roleCols, roleVals, roleSet = ", role, role_since", ", $9, $10", ", role = excluded.role, role_since = excluded.role_since"
+			args = append(args, role, since)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO `+r.linkTable+` (`+r.linkColumn+`, core_id, connected, since, version, boot_id, applied_revision, last_contact, last_error`+roleCols+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $4, $8`+roleVals+`)
 			ON CONFLICT (`+r.linkColumn+`, core_id) DO UPDATE SET
 			  since = CASE WHEN `+r.linkTable+`.connected <> excluded.connected THEN excluded.since ELSE `+r.linkTable+`.since END,
 			  connected = excluded.connected, version = excluded.version, boot_id = excluded.boot_id,
-			  applied_revision = excluded.applied_revision, last_contact = excluded.last_contact, last_error = excluded.last_error`,
-			ev.GatewayID, ev.CoreID, ev.Connected, now, ev.Version, ev.BootID, ev.AppliedRevision, ev.Error)
+			  applied_revision = excluded.applied_revision, last_contact = excluded.last_contact, last_error = excluded.last_error`+roleSet,
+			args...)
 		if store.IsForeignKeyViolation(err) {
 			return nil // deleted meanwhile
 		}
@@ -247,6 +296,9 @@ func (s *Service) recordLink(ctx context.Context, r registry, a core.Actor, ev L
 		details := map[string]any{"core_id": ev.CoreID, "version": ev.Version}
 		if r.scoped {
 			details["applied_revision"] = ev.AppliedRevision
+			if ev.Connected {
+				details["role"] = shownRole(role)
+			}
 		}
 		if ev.Error != "" {
 			details["error"] = ev.Error
@@ -258,6 +310,19 @@ func (s *Service) recordLink(ctx context.Context, r registry, a core.Actor, ev L
 // TouchLink updates the applied revision and last contact of a gateway link.
 func (s *Service) TouchLink(ctx context.Context, gatewayID, coreID string, applied int64) error {
 	return s.touchLink(ctx, gatewayRegistry, gatewayID, coreID, applied)
+}
+
+// RecordRole stores the role a gateway reported on a core replica's link
+// (a change after the link came up), which is also contact.
+func (s *Service) RecordRole(ctx context.Context, gatewayID, coreID, role string, since int64) error {
+	now := store.Now()
+	role, since = storedRole(role, since, now)
+	_, err := s.db.ExecContext(ctx, `UPDATE gateway_links SET role = $1, role_since = $2, last_contact = $3 WHERE gateway_id = $4 AND core_id = $5`,
+		role, since, now, gatewayID, coreID)
+	if err != nil {
+		return fmt.Errorf("record gateway role: %w", err)
+	}
+	return nil
 }
 
 // TouchProxyLink updates the last contact of a proxy link.
@@ -279,18 +344,28 @@ func (s *Service) componentStatus(ctx context.Context, q store.Querier, r regist
 		return err
 	}
 	st.Adopted = serial != ""
-	rows, err := q.QueryContext(ctx, `SELECT core_id, connected, since, version, boot_id, applied_revision, last_contact, last_error FROM `+r.linkTable+`
+	roleCols := "'', 0"
+	if r.scoped {
+		roleCols = "role, role_since"
+	}
+	rows, err := q.QueryContext(ctx, `SELECT core_id, connected, since, version, boot_id, applied_revision, last_contact, last_error, `+roleCols+` FROM `+r.linkTable+`
 		WHERE `+r.linkColumn+` = $1 ORDER BY core_id`, c.ID)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
+	var roles roleSummary
 	for rows.Next() {
 		var l GatewayLink
-		if err := rows.Scan(&l.CoreID, &l.Connected, &l.Since, &l.Version, &l.BootID, &l.AppliedRevision, &l.LastContact, &l.LastError); err != nil {
+		if err := rows.Scan(&l.CoreID, &l.Connected, &l.Since, &l.Version, &l.BootID, &l.AppliedRevision, &l.LastContact, &l.LastError,
+			&l.Role, &l.RoleSince); err != nil {
 			return err
 		}
 		l.Connected = LinkFresh(l.Connected, l.LastContact, time.Now())
+		if r.scoped {
+			l.Role = shownRole(l.Role)
+			roles.add(l)
+		}
 		st.Links = append(st.Links, l)
 		if l.Connected && (!st.Connected || l.Since < st.ConnectedSince) {
 			st.ConnectedSince = l.Since
@@ -310,8 +385,47 @@ func (s *Service) componentStatus(ctx context.Context, q store.Querier, r regist
 			st.ConnectedSince = max(st.ConnectedSince, l.Since)
 		}
 	}
+	if r.scoped {
+		st.Role, st.RoleSince = roles.result()
+	}
 	c.Status = st
 	return rows.Err()
+}
+
+// roleSummary merges the roles the live links of a gateway report.
+type roleSummary struct {
+	live, active, standby int
+	activeSince           int64
+	standbySince          int64
+}
+
+func (s *roleSummary) add(l GatewayLink) {
+	if !l.Connected {
+		return
+	}
+	s.live++
+	switch l.Role {
+	case RoleActive:
+		s.active++
+		s.activeSince = max(s.activeSince, l.RoleSince)
+	case RoleStandby:
+		s.standby++
+		s.standbySince = max(s.standbySince, l.RoleSince)
+	}
+}
+
+// result: active if any live link says so (a report of the change to
+// standby may still be on its way on that link, and an active gateway is
+// what an operator must know of), standby if all say so, else unknown.
+// Since is the newest change among the links that agree.
+func (s *roleSummary) result() (string, int64) {
+	switch {
+	case s.active > 0:
+		return RoleActive, s.activeSince
+	case s.live > 0 && s.standby == s.live:
+		return RoleStandby, s.standbySince
+	}
+	return RoleUnknown, 0
 }
 
 // RecordLinkError notes why a replica cannot reach a gateway, without an

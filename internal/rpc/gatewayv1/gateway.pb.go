@@ -25,6 +25,57 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// What a gateway does in an active-passive pair (internal/gateway/role.go).
+// A gateway without a floating IP is always active.
+type Role int32
+
+const (
+	Role_ROLE_UNSPECIFIED Role = 0 // not reported
+	Role_ROLE_ACTIVE      Role = 1 // holds the floating IP (or has none): serves clients
+	Role_ROLE_STANDBY     Role = 2 // keeps its configuration current, WireGuard device down
+)
+
+// Enum value maps for Role.
+var (
+	Role_name = map[int32]string{
+		0: "ROLE_UNSPECIFIED",
+		1: "ROLE_ACTIVE",
+		2: "ROLE_STANDBY",
+	}
+	Role_value = map[string]int32{
+		"ROLE_UNSPECIFIED": 0,
+		"ROLE_ACTIVE":      1,
+		"ROLE_STANDBY":     2,
+	}
+)
+
+func (x Role) Enum() *Role {
+	p := new(Role)
+	*p = x
+	return p
+}
+
+func (x Role) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Role) Descriptor() protoreflect.EnumDescriptor {
+	return file_ward_gateway_v1_gateway_proto_enumTypes[0].Descriptor()
+}
+
+func (Role) Type() protoreflect.EnumType {
+	return &file_ward_gateway_v1_gateway_proto_enumTypes[0]
+}
+
+func (x Role) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Role.Descriptor instead.
+func (Role) EnumDescriptor() ([]byte, []int) {
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{0}
+}
+
 type AdoptMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Step:
@@ -522,6 +573,7 @@ type GatewayMessage struct {
 	//	*GatewayMessage_Ack
 	//	*GatewayMessage_Stats
 	//	*GatewayMessage_NeedSnapshot
+	//	*GatewayMessage_Role
 	Msg           isGatewayMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -600,6 +652,15 @@ func (x *GatewayMessage) GetNeedSnapshot() *NeedSnapshot {
 	return nil
 }
 
+func (x *GatewayMessage) GetRole() *RoleStatus {
+	if x != nil {
+		if x, ok := x.Msg.(*GatewayMessage_Role); ok {
+			return x.Role
+		}
+	}
+	return nil
+}
+
 type isGatewayMessage_Msg interface {
 	isGatewayMessage_Msg()
 }
@@ -620,6 +681,10 @@ type GatewayMessage_NeedSnapshot struct {
 	NeedSnapshot *NeedSnapshot `protobuf:"bytes,4,opt,name=need_snapshot,json=needSnapshot,proto3,oneof"`
 }
 
+type GatewayMessage_Role struct {
+	Role *RoleStatus `protobuf:"bytes,5,opt,name=role,proto3,oneof"`
+}
+
 func (*GatewayMessage_Hello) isGatewayMessage_Msg() {}
 
 func (*GatewayMessage_Ack) isGatewayMessage_Msg() {}
@@ -627,6 +692,8 @@ func (*GatewayMessage_Ack) isGatewayMessage_Msg() {}
 func (*GatewayMessage_Stats) isGatewayMessage_Msg() {}
 
 func (*GatewayMessage_NeedSnapshot) isGatewayMessage_Msg() {}
+
+func (*GatewayMessage_Role) isGatewayMessage_Msg() {}
 
 // First message of the gateway on every stream.
 type Hello struct {
@@ -641,8 +708,14 @@ type Hello struct {
 	LocationId string `protobuf:"bytes,5,opt,name=location_id,json=locationId,proto3" json:"location_id,omitempty"`
 	// The location revision the gateway has applied (0: none).
 	AppliedRevision uint64 `protobuf:"varint,6,opt,name=applied_revision,json=appliedRevision,proto3" json:"applied_revision,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The gateway's role when the stream opened and since when it has held
+	// it (Unix ms, the gateway's clock). Later changes arrive as RoleStatus.
+	// A gateway older than these fields leaves them unset: ROLE_UNSPECIFIED,
+	// which core shows as "unknown".
+	Role          Role  `protobuf:"varint,7,opt,name=role,proto3,enum=ward.gateway.v1.Role" json:"role,omitempty"`
+	RoleSince     int64 `protobuf:"varint,8,opt,name=role_since,json=roleSince,proto3" json:"role_since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -717,6 +790,75 @@ func (x *Hello) GetAppliedRevision() uint64 {
 	return 0
 }
 
+func (x *Hello) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *Hello) GetRoleSince() int64 {
+	if x != nil {
+		return x.RoleSince
+	}
+	return 0
+}
+
+// Gateway -> core: the gateway's role changed. Sent on every open stream
+// after each change (the role at the stream's start is in Hello). Cores
+// that do not know this message ignore it.
+type RoleStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          Role                   `protobuf:"varint,1,opt,name=role,proto3,enum=ward.gateway.v1.Role" json:"role,omitempty"`
+	Since         int64                  `protobuf:"varint,2,opt,name=since,proto3" json:"since,omitempty"` // Unix ms, the gateway's clock
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleStatus) Reset() {
+	*x = RoleStatus{}
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleStatus) ProtoMessage() {}
+
+func (x *RoleStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleStatus.ProtoReflect.Descriptor instead.
+func (*RoleStatus) Descriptor() ([]byte, []int) {
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RoleStatus) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *RoleStatus) GetSince() int64 {
+	if x != nil {
+		return x.Since
+	}
+	return 0
+}
+
 type Welcome struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ProtocolVersion uint32                 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
@@ -727,7 +869,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[8]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +881,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[8]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +894,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{8}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Welcome) GetProtocolVersion() uint32 {
@@ -781,7 +923,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[9]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +935,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[9]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +948,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{9}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Snapshot) GetRevision() uint64 {
@@ -845,7 +987,7 @@ type Changes struct {
 
 func (x *Changes) Reset() {
 	*x = Changes{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[10]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +999,7 @@ func (x *Changes) String() string {
 func (*Changes) ProtoMessage() {}
 
 func (x *Changes) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[10]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1012,7 @@ func (x *Changes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Changes.ProtoReflect.Descriptor instead.
 func (*Changes) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{10}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Changes) GetFromRevision() uint64 {
@@ -932,7 +1074,7 @@ type Interface struct {
 
 func (x *Interface) Reset() {
 	*x = Interface{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[11]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1086,7 @@ func (x *Interface) String() string {
 func (*Interface) ProtoMessage() {}
 
 func (x *Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[11]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1099,7 @@ func (x *Interface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interface.ProtoReflect.Descriptor instead.
 func (*Interface) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Interface) GetLocationId() string {
@@ -1046,7 +1188,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[12]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1200,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[12]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1213,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Peer) GetPublicKey() string {
@@ -1126,7 +1268,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[13]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1280,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[13]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1293,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{13}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Ack) GetRevision() uint64 {
@@ -1171,7 +1313,7 @@ type NeedSnapshot struct {
 
 func (x *NeedSnapshot) Reset() {
 	*x = NeedSnapshot{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[14]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1325,7 @@ func (x *NeedSnapshot) String() string {
 func (*NeedSnapshot) ProtoMessage() {}
 
 func (x *NeedSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[14]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1338,7 @@ func (x *NeedSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NeedSnapshot.ProtoReflect.Descriptor instead.
 func (*NeedSnapshot) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{14}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NeedSnapshot) GetAppliedRevision() uint64 {
@@ -1218,7 +1360,7 @@ type StatsReport struct {
 
 func (x *StatsReport) Reset() {
 	*x = StatsReport{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[15]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1372,7 @@ func (x *StatsReport) String() string {
 func (*StatsReport) ProtoMessage() {}
 
 func (x *StatsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[15]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1385,7 @@ func (x *StatsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsReport.ProtoReflect.Descriptor instead.
 func (*StatsReport) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{15}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatsReport) GetBootId() string {
@@ -1290,7 +1432,7 @@ type PeerSample struct {
 
 func (x *PeerSample) Reset() {
 	*x = PeerSample{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[16]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1444,7 @@ func (x *PeerSample) String() string {
 func (*PeerSample) ProtoMessage() {}
 
 func (x *PeerSample) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[16]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1457,7 @@ func (x *PeerSample) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerSample.ProtoReflect.Descriptor instead.
 func (*PeerSample) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{16}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PeerSample) GetPublicKey() string {
@@ -1370,7 +1512,7 @@ type StatsAck struct {
 
 func (x *StatsAck) Reset() {
 	*x = StatsAck{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[17]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1524,7 @@ func (x *StatsAck) String() string {
 func (*StatsAck) ProtoMessage() {}
 
 func (x *StatsAck) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[17]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1537,7 @@ func (x *StatsAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsAck.ProtoReflect.Descriptor instead.
 func (*StatsAck) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{17}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatsAck) GetBootId() string {
@@ -1429,7 +1571,7 @@ type PeerEndpoints struct {
 
 func (x *PeerEndpoints) Reset() {
 	*x = PeerEndpoints{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1583,7 @@ func (x *PeerEndpoints) String() string {
 func (*PeerEndpoints) ProtoMessage() {}
 
 func (x *PeerEndpoints) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[18]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1596,7 @@ func (x *PeerEndpoints) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerEndpoints.ProtoReflect.Descriptor instead.
 func (*PeerEndpoints) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{18}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PeerEndpoints) GetEndpoints() []*PeerEndpoint {
@@ -1475,7 +1617,7 @@ type PeerEndpoint struct {
 
 func (x *PeerEndpoint) Reset() {
 	*x = PeerEndpoint{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[19]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1629,7 @@ func (x *PeerEndpoint) String() string {
 func (*PeerEndpoint) ProtoMessage() {}
 
 func (x *PeerEndpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[19]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1642,7 @@ func (x *PeerEndpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerEndpoint.ProtoReflect.Descriptor instead.
 func (*PeerEndpoint) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{19}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PeerEndpoint) GetPublicKey() string {
@@ -1534,7 +1676,7 @@ type Revoked struct {
 
 func (x *Revoked) Reset() {
 	*x = Revoked{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[20]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1688,7 @@ func (x *Revoked) String() string {
 func (*Revoked) ProtoMessage() {}
 
 func (x *Revoked) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[20]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1701,7 @@ func (x *Revoked) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revoked.ProtoReflect.Descriptor instead.
 func (*Revoked) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{20}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Revoked) GetReason() string {
@@ -1583,7 +1725,7 @@ type ConfigSignature struct {
 
 func (x *ConfigSignature) Reset() {
 	*x = ConfigSignature{}
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1737,7 @@ func (x *ConfigSignature) String() string {
 func (*ConfigSignature) ProtoMessage() {}
 
 func (x *ConfigSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[21]
+	mi := &file_ward_gateway_v1_gateway_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1750,7 @@ func (x *ConfigSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigSignature.ProtoReflect.Descriptor instead.
 func (*ConfigSignature) Descriptor() ([]byte, []int) {
-	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{21}
+	return file_ward_gateway_v1_gateway_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ConfigSignature) GetRevision() uint64 {
@@ -1661,13 +1803,14 @@ const file_ward_gateway_v1_gateway_proto_rawDesc = "" +
 	"\arevoked\x18\x05 \x01(\v2\x18.ward.gateway.v1.RevokedH\x00R\arevoked\x12G\n" +
 	"\x0epeer_endpoints\x18\x06 \x01(\v2\x1e.ward.gateway.v1.PeerEndpointsH\x00R\rpeerEndpoints\x12M\n" +
 	"\x10config_signature\x18\a \x01(\v2 .ward.gateway.v1.ConfigSignatureH\x00R\x0fconfigSignatureB\x05\n" +
-	"\x03msg\"\xed\x01\n" +
+	"\x03msg\"\xa0\x02\n" +
 	"\x0eGatewayMessage\x12.\n" +
 	"\x05hello\x18\x01 \x01(\v2\x16.ward.gateway.v1.HelloH\x00R\x05hello\x12(\n" +
 	"\x03ack\x18\x02 \x01(\v2\x14.ward.gateway.v1.AckH\x00R\x03ack\x124\n" +
 	"\x05stats\x18\x03 \x01(\v2\x1c.ward.gateway.v1.StatsReportH\x00R\x05stats\x12D\n" +
-	"\rneed_snapshot\x18\x04 \x01(\v2\x1d.ward.gateway.v1.NeedSnapshotH\x00R\fneedSnapshotB\x05\n" +
-	"\x03msg\"\xd2\x01\n" +
+	"\rneed_snapshot\x18\x04 \x01(\v2\x1d.ward.gateway.v1.NeedSnapshotH\x00R\fneedSnapshot\x121\n" +
+	"\x04role\x18\x05 \x01(\v2\x1b.ward.gateway.v1.RoleStatusH\x00R\x04roleB\x05\n" +
+	"\x03msg\"\x9c\x02\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"gateway_id\x18\x01 \x01(\tR\tgatewayId\x12\x18\n" +
@@ -1676,7 +1819,14 @@ const file_ward_gateway_v1_gateway_proto_rawDesc = "" +
 	"\aboot_id\x18\x04 \x01(\tR\x06bootId\x12\x1f\n" +
 	"\vlocation_id\x18\x05 \x01(\tR\n" +
 	"locationId\x12)\n" +
-	"\x10applied_revision\x18\x06 \x01(\x04R\x0fappliedRevision\"M\n" +
+	"\x10applied_revision\x18\x06 \x01(\x04R\x0fappliedRevision\x12)\n" +
+	"\x04role\x18\a \x01(\x0e2\x15.ward.gateway.v1.RoleR\x04role\x12\x1d\n" +
+	"\n" +
+	"role_since\x18\b \x01(\x03R\troleSince\"M\n" +
+	"\n" +
+	"RoleStatus\x12)\n" +
+	"\x04role\x18\x01 \x01(\x0e2\x15.ward.gateway.v1.RoleR\x04role\x12\x14\n" +
+	"\x05since\x18\x02 \x01(\x03R\x05since\"M\n" +
 	"\aWelcome\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x17\n" +
 	"\acore_id\x18\x02 \x01(\tR\x06coreId\"\x8d\x01\n" +
@@ -1750,7 +1900,11 @@ const file_ward_gateway_v1_gateway_proto_rawDesc = "" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"K\n" +
 	"\x0fConfigSignature\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature2\xa2\x01\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature*?\n" +
+	"\x04Role\x12\x14\n" +
+	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vROLE_ACTIVE\x10\x01\x12\x10\n" +
+	"\fROLE_STANDBY\x10\x022\xa2\x01\n" +
 	"\aGateway\x12I\n" +
 	"\x05Adopt\x12\x1d.ward.gateway.v1.AdoptMessage\x1a\x1d.ward.gateway.v1.AdoptMessage(\x010\x01\x12L\n" +
 	"\aControl\x12\x1c.ward.gateway.v1.CoreMessage\x1a\x1f.ward.gateway.v1.GatewayMessage(\x010\x01B:Z8github.com/wardvpn/ward/internal/rpc/gatewayv1;gatewayv1b\x06proto3"
@@ -1767,62 +1921,68 @@ func file_ward_gateway_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_ward_gateway_v1_gateway_proto_rawDescData
 }
 
-var file_ward_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_ward_gateway_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_ward_gateway_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_ward_gateway_v1_gateway_proto_goTypes = []any{
-	(*AdoptMessage)(nil),    // 0: ward.gateway.v1.AdoptMessage
-	(*AdoptBegin)(nil),      // 1: ward.gateway.v1.AdoptBegin
-	(*AdoptOffer)(nil),      // 2: ward.gateway.v1.AdoptOffer
-	(*AdoptGrant)(nil),      // 3: ward.gateway.v1.AdoptGrant
-	(*AdoptDone)(nil),       // 4: ward.gateway.v1.AdoptDone
-	(*CoreMessage)(nil),     // 5: ward.gateway.v1.CoreMessage
-	(*GatewayMessage)(nil),  // 6: ward.gateway.v1.GatewayMessage
-	(*Hello)(nil),           // 7: ward.gateway.v1.Hello
-	(*Welcome)(nil),         // 8: ward.gateway.v1.Welcome
-	(*Snapshot)(nil),        // 9: ward.gateway.v1.Snapshot
-	(*Changes)(nil),         // 10: ward.gateway.v1.Changes
-	(*Interface)(nil),       // 11: ward.gateway.v1.Interface
-	(*Peer)(nil),            // 12: ward.gateway.v1.Peer
-	(*Ack)(nil),             // 13: ward.gateway.v1.Ack
-	(*NeedSnapshot)(nil),    // 14: ward.gateway.v1.NeedSnapshot
-	(*StatsReport)(nil),     // 15: ward.gateway.v1.StatsReport
-	(*PeerSample)(nil),      // 16: ward.gateway.v1.PeerSample
-	(*StatsAck)(nil),        // 17: ward.gateway.v1.StatsAck
-	(*PeerEndpoints)(nil),   // 18: ward.gateway.v1.PeerEndpoints
-	(*PeerEndpoint)(nil),    // 19: ward.gateway.v1.PeerEndpoint
-	(*Revoked)(nil),         // 20: ward.gateway.v1.Revoked
-	(*ConfigSignature)(nil), // 21: ward.gateway.v1.ConfigSignature
+	(Role)(0),               // 0: ward.gateway.v1.Role
+	(*AdoptMessage)(nil),    // 1: ward.gateway.v1.AdoptMessage
+	(*AdoptBegin)(nil),      // 2: ward.gateway.v1.AdoptBegin
+	(*AdoptOffer)(nil),      // 3: ward.gateway.v1.AdoptOffer
+	(*AdoptGrant)(nil),      // 4: ward.gateway.v1.AdoptGrant
+	(*AdoptDone)(nil),       // 5: ward.gateway.v1.AdoptDone
+	(*CoreMessage)(nil),     // 6: ward.gateway.v1.CoreMessage
+	(*GatewayMessage)(nil),  // 7: ward.gateway.v1.GatewayMessage
+	(*Hello)(nil),           // 8: ward.gateway.v1.Hello
+	(*RoleStatus)(nil),      // 9: ward.gateway.v1.RoleStatus
+	(*Welcome)(nil),         // 10: ward.gateway.v1.Welcome
+	(*Snapshot)(nil),        // 11: ward.gateway.v1.Snapshot
+	(*Changes)(nil),         // 12: ward.gateway.v1.Changes
+	(*Interface)(nil),       // 13: ward.gateway.v1.Interface
+	(*Peer)(nil),            // 14: ward.gateway.v1.Peer
+	(*Ack)(nil),             // 15: ward.gateway.v1.Ack
+	(*NeedSnapshot)(nil),    // 16: ward.gateway.v1.NeedSnapshot
+	(*StatsReport)(nil),     // 17: ward.gateway.v1.StatsReport
+	(*PeerSample)(nil),      // 18: ward.gateway.v1.PeerSample
+	(*StatsAck)(nil),        // 19: ward.gateway.v1.StatsAck
+	(*PeerEndpoints)(nil),   // 20: ward.gateway.v1.PeerEndpoints
+	(*PeerEndpoint)(nil),    // 21: ward.gateway.v1.PeerEndpoint
+	(*Revoked)(nil),         // 22: ward.gateway.v1.Revoked
+	(*ConfigSignature)(nil), // 23: ward.gateway.v1.ConfigSignature
 }
 var file_ward_gateway_v1_gateway_proto_depIdxs = []int32{
-	1,  // 0: ward.gateway.v1.AdoptMessage.begin:type_name -> ward.gateway.v1.AdoptBegin
-	2,  // 1: ward.gateway.v1.AdoptMessage.offer:type_name -> ward.gateway.v1.AdoptOffer
-	3,  // 2: ward.gateway.v1.AdoptMessage.grant:type_name -> ward.gateway.v1.AdoptGrant
-	4,  // 3: ward.gateway.v1.AdoptMessage.done:type_name -> ward.gateway.v1.AdoptDone
-	8,  // 4: ward.gateway.v1.CoreMessage.welcome:type_name -> ward.gateway.v1.Welcome
-	9,  // 5: ward.gateway.v1.CoreMessage.snapshot:type_name -> ward.gateway.v1.Snapshot
-	10, // 6: ward.gateway.v1.CoreMessage.changes:type_name -> ward.gateway.v1.Changes
-	17, // 7: ward.gateway.v1.CoreMessage.stats_ack:type_name -> ward.gateway.v1.StatsAck
-	20, // 8: ward.gateway.v1.CoreMessage.revoked:type_name -> ward.gateway.v1.Revoked
-	18, // 9: ward.gateway.v1.CoreMessage.peer_endpoints:type_name -> ward.gateway.v1.PeerEndpoints
-	21, // 10: ward.gateway.v1.CoreMessage.config_signature:type_name -> ward.gateway.v1.ConfigSignature
-	7,  // 11: ward.gateway.v1.GatewayMessage.hello:type_name -> ward.gateway.v1.Hello
-	13, // 12: ward.gateway.v1.GatewayMessage.ack:type_name -> ward.gateway.v1.Ack
-	15, // 13: ward.gateway.v1.GatewayMessage.stats:type_name -> ward.gateway.v1.StatsReport
-	14, // 14: ward.gateway.v1.GatewayMessage.need_snapshot:type_name -> ward.gateway.v1.NeedSnapshot
-	11, // 15: ward.gateway.v1.Snapshot.interface:type_name -> ward.gateway.v1.Interface
-	12, // 16: ward.gateway.v1.Snapshot.peers:type_name -> ward.gateway.v1.Peer
-	11, // 17: ward.gateway.v1.Changes.interface:type_name -> ward.gateway.v1.Interface
-	12, // 18: ward.gateway.v1.Changes.upserts:type_name -> ward.gateway.v1.Peer
-	16, // 19: ward.gateway.v1.StatsReport.samples:type_name -> ward.gateway.v1.PeerSample
-	19, // 20: ward.gateway.v1.PeerEndpoints.endpoints:type_name -> ward.gateway.v1.PeerEndpoint
-	0,  // 21: ward.gateway.v1.Gateway.Adopt:input_type -> ward.gateway.v1.AdoptMessage
-	5,  // 22: ward.gateway.v1.Gateway.Control:input_type -> ward.gateway.v1.CoreMessage
-	0,  // 23: ward.gateway.v1.Gateway.Adopt:output_type -> ward.gateway.v1.AdoptMessage
-	6,  // 24: ward.gateway.v1.Gateway.Control:output_type -> ward.gateway.v1.GatewayMessage
-	23, // [23:25] is the sub-list for method output_type
-	21, // [21:23] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	2,  // 0: ward.gateway.v1.AdoptMessage.begin:type_name -> ward.gateway.v1.AdoptBegin
+	3,  // 1: ward.gateway.v1.AdoptMessage.offer:type_name -> ward.gateway.v1.AdoptOffer
+	4,  // 2: ward.gateway.v1.AdoptMessage.grant:type_name -> ward.gateway.v1.AdoptGrant
+	5,  // 3: ward.gateway.v1.AdoptMessage.done:type_name -> ward.gateway.v1.AdoptDone
+	10, // 4: ward.gateway.v1.CoreMessage.welcome:type_name -> ward.gateway.v1.Welcome
+	11, // 5: ward.gateway.v1.CoreMessage.snapshot:type_name -> ward.gateway.v1.Snapshot
+	12, // 6: ward.gateway.v1.CoreMessage.changes:type_name -> ward.gateway.v1.Changes
+	19, // 7: ward.gateway.v1.CoreMessage.stats_ack:type_name -> ward.gateway.v1.StatsAck
+	22, // 8: ward.gateway.v1.CoreMessage.revoked:type_name -> ward.gateway.v1.Revoked
+	20, // 9: ward.gateway.v1.CoreMessage.peer_endpoints:type_name -> ward.gateway.v1.PeerEndpoints
+	23, // 10: ward.gateway.v1.CoreMessage.config_signature:type_name -> ward.gateway.v1.ConfigSignature
+	8,  // 11: ward.gateway.v1.GatewayMessage.hello:type_name -> ward.gateway.v1.Hello
+	15, // 12: ward.gateway.v1.GatewayMessage.ack:type_name -> ward.gateway.v1.Ack
+	17, // 13: ward.gateway.v1.GatewayMessage.stats:type_name -> ward.gateway.v1.StatsReport
+	16, // 14: ward.gateway.v1.GatewayMessage.need_snapshot:type_name -> ward.gateway.v1.NeedSnapshot
+	9,  // 15: ward.gateway.v1.GatewayMessage.role:type_name -> ward.gateway.v1.RoleStatus
+	0,  // 16: ward.gateway.v1.Hello.role:type_name -> ward.gateway.v1.Role
+	0,  // 17: ward.gateway.v1.RoleStatus.role:type_name -> ward.gateway.v1.Role
+	13, // 18: ward.gateway.v1.Snapshot.interface:type_name -> ward.gateway.v1.Interface
+	14, // 19: ward.gateway.v1.Snapshot.peers:type_name -> ward.gateway.v1.Peer
+	13, // 20: ward.gateway.v1.Changes.interface:type_name -> ward.gateway.v1.Interface
+	14, // 21: ward.gateway.v1.Changes.upserts:type_name -> ward.gateway.v1.Peer
+	18, // 22: ward.gateway.v1.StatsReport.samples:type_name -> ward.gateway.v1.PeerSample
+	21, // 23: ward.gateway.v1.PeerEndpoints.endpoints:type_name -> ward.gateway.v1.PeerEndpoint
+	1,  // 24: ward.gateway.v1.Gateway.Adopt:input_type -> ward.gateway.v1.AdoptMessage
+	6,  // 25: ward.gateway.v1.Gateway.Control:input_type -> ward.gateway.v1.CoreMessage
+	1,  // 26: ward.gateway.v1.Gateway.Adopt:output_type -> ward.gateway.v1.AdoptMessage
+	7,  // 27: ward.gateway.v1.Gateway.Control:output_type -> ward.gateway.v1.GatewayMessage
+	26, // [26:28] is the sub-list for method output_type
+	24, // [24:26] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_ward_gateway_v1_gateway_proto_init() }
@@ -1850,19 +2010,21 @@ func file_ward_gateway_v1_gateway_proto_init() {
 		(*GatewayMessage_Ack)(nil),
 		(*GatewayMessage_Stats)(nil),
 		(*GatewayMessage_NeedSnapshot)(nil),
+		(*GatewayMessage_Role)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ward_gateway_v1_gateway_proto_rawDesc), len(file_ward_gateway_v1_gateway_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   22,
+			NumEnums:      1,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_ward_gateway_v1_gateway_proto_goTypes,
 		DependencyIndexes: file_ward_gateway_v1_gateway_proto_depIdxs,
+		EnumInfos:         file_ward_gateway_v1_gateway_proto_enumTypes,
 		MessageInfos:      file_ward_gateway_v1_gateway_proto_msgTypes,
 	}.Build()
 	File_ward_gateway_v1_gateway_proto = out.File

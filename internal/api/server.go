@@ -182,7 +182,7 @@ func (s *Server) wrap(rt Route) http.Handler {
 }
 
 var errSecondFactorDue = &apiError{status: http.StatusUnauthorized, code: "second_factor_required",
-	message: "complete the login with your second factor first (POST /api/v1/auth/mfa)"}
+	message: "complete the login with your second factor first (POST /api/v1/auth/mfa with a code, or /api/v1/auth/webauthn/begin and /finish with a security key)"}
 
 var errCSRF = &apiError{status: http.StatusForbidden, code: "csrf_failed", message: "missing or wrong X-CSRF-Token header for a cookie session"}
 

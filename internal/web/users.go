@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"image"
 	"image/draw"
@@ -149,7 +150,7 @@ var adminNotices = map[string]string{
 	"deleted":       "Deleted.",
 	"enabled":       "The user is enabled.",
 	"disabled":      "The user is disabled and was logged out everywhere.",
-	"mfa_reset":     "TOTP and recovery codes were removed; the user logs in with the password alone until they set up TOTP again.",
+	"mfa_reset":     "TOTP, recovery codes and security keys were removed; the user logs in with the password alone until they set up a second factor again.",
 	"member_added":  "Member added.",
 	"member_remove": "Member removed.",
 }
@@ -193,16 +194,6 @@ func enrollmentQR(link string) (string, error) {
 
 // Users list.
 
-// totpLister and deviceCounter are bulk reads the users list shows when
-// the services offer them (one query per page, never one per row).
-type totpLister interface {
-	TOTPEnabled(ctx context.Context, userIDs []string) (map[string]bool, error)
-}
-
-type deviceCounter interface {
-	DeviceCounts(ctx context.Context, a core.Actor, userIDs []string) (map[string]int, error)
-}
-
 type userRow struct {
 	identity.User
 	TOTP    bool
@@ -213,9 +204,6 @@ type usersData struct {
 	Search string
 	Rows   []userRow
 	Pager  adminPager
-	// ShowTOTP and ShowDevices: the services gave these columns.
-	ShowTOTP    bool
-	ShowDevices bool
 }
 
 func (s *Server) usersData(r *http.Request, c *reqCtx) (usersData, error) {
@@ -236,25 +224,17 @@ func (s *Server) usersData(r *http.Request, c *reqCtx) (usersData, error) {
 		d.Rows[i].User = u
 		ids[i] = u.ID
 	}
-	if tl, ok := any(s.o.MFA).(totpLister); ok && len(ids) > 0 {
-		on, err := tl.TOTPEnabled(ctx, ids)
-		if err != nil {
-			return usersData{}, err
-		}
-		for i := range d.Rows {
-			d.Rows[i].TOTP = on[d.Rows[i].ID]
-		}
-		d.ShowTOTP = true
+	// One query each for the whole page, never one per row.
+	on, err := s.o.MFA.TOTPEnabled(ctx, ids)
+	if err != nil {
+		return usersData{}, err
 	}
-	if dc, ok := any(s.o.VPN).(deviceCounter); ok && len(ids) > 0 {
-		n, err := dc.DeviceCounts(ctx, c.actor(), ids)
-		if err != nil {
-			return usersData{}, err
-		}
-		for i := range d.Rows {
-			d.Rows[i].Devices = n[d.Rows[i].ID]
-		}
-		d.ShowDevices = true
+	counts, err := s.o.VPN.DeviceCounts(ctx, c.actor(), ids)
+	if err != nil {
+		return usersData{}, err
+	}
+	for i := range d.Rows {
+		d.Rows[i].TOTP, d.Rows[i].Devices = on[d.Rows[i].ID], counts[d.Rows[i].ID]
 	}
 	return d, nil
 }
@@ -423,6 +403,8 @@ type userData struct {
 	Values adminForm
 	Groups groupChoices
 	MFA    mfa.Status
+	// HasKeys: the user has security keys (WebAuthn).
+	HasKeys bool
 	// Devices are the user's first devices; DeviceTotal counts all.
 	Devices     []vpn.Device
 	DeviceTotal int
@@ -458,6 +440,11 @@ func (s *Server) userData(ctx context.Context, c *reqCtx, id string) (userData, 
 	}
 	if d.MFA, err = s.o.MFA.Status(ctx, u.ID); err != nil {
 		return userData{}, err
+	}
+	if s.o.WebAuthn != nil {
+		if d.HasKeys, err = s.o.WebAuthn.HasCredentials(ctx, u.ID); err != nil {
+			return userData{}, err
+		}
 	}
 	if d.Devices, d.DeviceTotal, err = s.o.VPN.ListDevices(ctx, c.actor(), vpn.DeviceFilter{UserID: u.ID, ListParams: vpn.ListParams{Limit: userDevicesShown}}); err != nil {
 		return userData{}, err
@@ -602,10 +589,20 @@ func (s *Server) startEnrollment(w http.ResponseWriter, r *http.Request, c *reqC
 	return nil
 }
 
+// resetUserMFA removes every second factor of a user: TOTP with its
+// recovery codes, and security keys.
 func (s *Server) resetUserMFA(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
 	id := r.PathValue("id")
-	if err := s.o.MFA.Reset(r.Context(), c.actor(), id); err != nil {
-		return s.userFormError(w, r, c, err, nil)
+	totpErr := s.o.MFA.Reset(r.Context(), c.actor(), id)
+	keys := 0
+	if s.o.WebAuthn != nil {
+		var err error
+		if keys, err = s.o.WebAuthn.Reset(r.Context(), c.actor(), id); err != nil {
+			return s.userFormError(w, r, c, err, nil)
+		}
+	}
+	if totpErr != nil && !(errors.Is(totpErr, core.ErrNotFound) && keys > 0) {
+		return s.userFormError(w, r, c, totpErr, nil)
 	}
 	redirect(w, r, "/users/"+id+"?done=mfa_reset")
 	return nil

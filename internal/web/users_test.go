@@ -356,8 +356,11 @@ func TestUserResetMFAAndDevices(t *testing.T) {
 		}
 		b := u.browser()
 		b.login("admin", adminPassword)
+		// The list's TOTP and device columns (one bulk query each).
+		list := b.get("/users?search=member", false)
+		wantContains(t, "users list", list, `<tr data-user="member">`, `<td class="hide-narrow">on</td>`, `<td class="hide-narrow">1</td>`)
 		p := b.get("/users/"+member.ID, false)
-		wantContains(t, "user page", p, "on · 10 recovery codes left", `action="/users/`+member.ID+`/mfa-reset"`, `data-confirm="Reset the second factor of member?`,
+		wantContains(t, "user page", p, "on · 10 recovery codes left", `action="/users/`+member.ID+`/mfa-reset"`, `data-confirm="Reset the second factors of member?`,
 			`href="/devices/`+dev.ID+`"`, "laptop", "Devices <span class=\"muted\">(1)")
 
 		wantStatus(t, "reset without csrf", b.post("/users/"+member.ID+"/mfa-reset", url.Values{"csrf_token": {"nope"}}), http.StatusForbidden)
@@ -366,7 +369,7 @@ func TestUserResetMFAAndDevices(t *testing.T) {
 			t.Fatal("TOTP still on")
 		}
 		after := b.get("/users/"+member.ID+"?done=mfa_reset", false)
-		wantContains(t, "after reset", after, "TOTP and recovery codes were removed", `<dd id="totp-state">off</dd>`)
+		wantContains(t, "after reset", after, "TOTP, recovery codes and security keys were removed", `<dd id="totp-state">off</dd>`)
 		admWantNot(t, "after reset", after, "/mfa-reset")
 		twice := b.post("/users/"+member.ID+"/mfa-reset", nil)
 		wantStatus(t, "reset twice", twice, http.StatusNotFound)

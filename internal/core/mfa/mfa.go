@@ -603,3 +603,26 @@ func (s *Service) replaceRecoveryCodes(ctx context.Context, tx *sql.Tx, userID s
 	}
 	return codes, nil
 }
+
+// TOTPEnabled tells, for a page of users, which have confirmed TOTP (one
+// query for the whole page).
+func (s *Service) TOTPEnabled(ctx context.Context, userIDs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(userIDs) == 0 {
+		return out, nil
+	}
+	var args []any
+	rows, err := s.db.QueryContext(ctx, `SELECT user_id FROM user_totp WHERE enabled = TRUE AND user_id IN (`+store.InList(&args, userIDs...)+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("totp of users: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
+}

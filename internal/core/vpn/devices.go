@@ -444,3 +444,29 @@ func (s *Service) DeleteDevice(ctx context.Context, a core.Actor, id string) err
 		return core.Audit(ctx, tx, a, "device.delete", "device", id, map[string]any{"name": d.Name, "public_key": d.PublicKey})
 	})
 }
+
+// DeviceCounts counts the devices of a page of users (one query; admins).
+func (s *Service) DeviceCounts(ctx context.Context, a core.Actor, userIDs []string) (map[string]int, error) {
+	if !a.IsAdmin {
+		return nil, core.Forbidden("only admins can count other users' devices")
+	}
+	out := map[string]int{}
+	if len(userIDs) == 0 {
+		return out, nil
+	}
+	var args []any
+	rows, err := s.db.QueryContext(ctx, `SELECT user_id, COUNT(*) FROM devices WHERE user_id IN (`+store.InList(&args, userIDs...)+`) GROUP BY user_id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("device counts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, err
+		}
+		out[id] = n
+	}
+	return out, rows.Err()
+}

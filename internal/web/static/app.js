@@ -49,6 +49,7 @@
       try { data = JSON.parse(el.getAttribute("data-points")); } catch (err) { return; }
       if (!data[0].length) {
         el.textContent = "No traffic in this period.";
+        el.classList.add("empty");
         charts.set(el, null);
         return;
       }

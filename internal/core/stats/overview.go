@@ -16,9 +16,11 @@ type Connected struct {
 // ConnectedByLocation counts connected devices and users per location in
 // one query (the overview polls it every few seconds).
 func (s *Service) ConnectedByLocation(ctx context.Context, now time.Time) (map[string]Connected, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT h.location_id, COUNT(DISTINCT d.id), COUNT(DISTINCT d.user_id)
-		FROM peer_handshakes h JOIN locations l ON l.id = h.location_id JOIN devices d ON d.public_key = h.public_key
-		WHERE h.last_handshake + l.disconnect_threshold * 1000 > $1 GROUP BY h.location_id`, now.UnixMilli())
+	// From locations, so each location's recent handshakes are a range of
+	// the (location_id, last_handshake) index.
+	rows, err := s.db.QueryContext(ctx, `SELECT l.id, COUNT(DISTINCT d.id), COUNT(DISTINCT d.user_id)
+		FROM locations l JOIN peer_handshakes h ON h.location_id = l.id AND h.last_handshake > CAST($1 AS BIGINT) - l.disconnect_threshold * 1000
+		JOIN devices d ON d.public_key = h.public_key GROUP BY l.id`, now.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("connected devices: %w", err)
 	}
@@ -39,7 +41,7 @@ func (s *Service) ConnectedByLocation(ctx context.Context, now time.Time) (map[s
 // minute; a multiple of an hour reads hourly rollups as they are).
 func (s *Service) Series(ctx context.Context, locationID string, from, to int64, step time.Duration) ([]Point, error) {
 	stepMs := max(step.Milliseconds(), 60_000)
-	rows, err := s.db.QueryContext(ctx, `SELECT minute / $4 * $4, SUM(rx), SUM(tx) FROM usage_minutes
+	rows, err := s.db.QueryContext(ctx, `SELECT minute / $4 * $4, SUM(rx), SUM(tx) FROM location_usage_minutes
 		WHERE location_id = $1 AND minute >= $2 AND minute < $3 GROUP BY minute / $4 * $4 ORDER BY 1`,
 		locationID, from/stepMs*stepMs, to, stepMs)
 	if err != nil {

@@ -53,18 +53,41 @@ const (
 // hour's fold and delete commit together, so a failure never counts bytes
 // twice or loses them. It returns the minute rows folded.
 func (s *Service) Rollup(ctx context.Context, now time.Time) (int64, error) {
+	var folded int64
+	for _, t := range usageTables {
+		n, err := s.rollup(ctx, t, now)
+		folded += n
+		if err != nil {
+			return folded, err
+		}
+	}
+	return folded, nil
+}
+
+// usageTable is a traffic table keyed by (key..., minute).
+type usageTable struct {
+	name string
+	key  string // the key columns besides minute, as in its primary key
+}
+
+var usageTables = []usageTable{
+	{"usage_minutes", "location_id, device_id, gateway_id"},
+	{"location_usage_minutes", "location_id, gateway_id"},
+}
+
+func (s *Service) rollup(ctx context.Context, t usageTable, now time.Time) (int64, error) {
 	cutoff := now.Add(-MinuteDetail).UnixMilli() / hourMs * hourMs
 	var folded int64
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM usage_minutes WHERE minute < $1`, now.Add(-UsageRetention).UnixMilli()); err != nil {
-		return 0, fmt.Errorf("purge old usage: %w", err)
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM `+t.name+` WHERE minute < $1`, now.Add(-UsageRetention).UnixMilli()); err != nil {
+		return 0, fmt.Errorf("purge old %s: %w", t.name, err)
 	}
 	// A day per transaction, so the first run on a long history does not
 	// hold one huge transaction.
 	const day = 24 * hourMs
 	for {
 		var oldest sql.NullInt64
-		if err := s.db.QueryRowContext(ctx, `SELECT MIN(minute) FROM usage_minutes WHERE minute < $1 AND minute % $2 <> 0`, cutoff, hourMs).Scan(&oldest); err != nil {
-			return folded, fmt.Errorf("oldest minute to fold: %w", err)
+		if err := s.db.QueryRowContext(ctx, `SELECT MIN(minute) FROM `+t.name+` WHERE minute < $1 AND minute % $2 <> 0`, cutoff, hourMs).Scan(&oldest); err != nil {
+			return folded, fmt.Errorf("oldest minute of %s to fold: %w", t.name, err)
 		}
 		if !oldest.Valid {
 			return folded, nil
@@ -72,16 +95,16 @@ func (s *Service) Rollup(ctx context.Context, now time.Time) (int64, error) {
 		upTo := min(oldest.Int64/hourMs*hourMs+day, cutoff)
 		err := s.db.Tx(ctx, func(tx *sql.Tx) error {
 			// WHERE ... keeps SQLite from reading ON CONFLICT as a join.
-			if _, err := tx.ExecContext(ctx, `INSERT INTO usage_minutes (location_id, device_id, gateway_id, minute, rx, tx)
-				SELECT location_id, device_id, gateway_id, minute / $2 * $2, SUM(rx), SUM(tx) FROM usage_minutes
-				WHERE minute < $1 AND minute % $2 <> 0 GROUP BY location_id, device_id, gateway_id, minute / $2 * $2
-				ON CONFLICT (location_id, device_id, gateway_id, minute) DO UPDATE SET rx = usage_minutes.rx + excluded.rx, tx = usage_minutes.tx + excluded.tx`,
+			if _, err := tx.ExecContext(ctx, `INSERT INTO `+t.name+` (`+t.key+`, minute, rx, tx)
+				SELECT `+t.key+`, minute / $2 * $2, SUM(rx), SUM(tx) FROM `+t.name+`
+				WHERE minute < $1 AND minute % $2 <> 0 GROUP BY `+t.key+`, minute / $2 * $2
+				ON CONFLICT (`+t.key+`, minute) DO UPDATE SET rx = `+t.name+`.rx + excluded.rx, tx = `+t.name+`.tx + excluded.tx`,
 				upTo, hourMs); err != nil {
-				return fmt.Errorf("fold minutes into hours: %w", err)
+				return fmt.Errorf("fold minutes of %s into hours: %w", t.name, err)
 			}
-			res, err := tx.ExecContext(ctx, `DELETE FROM usage_minutes WHERE minute < $1 AND minute % $2 <> 0`, upTo, hourMs)
+			res, err := tx.ExecContext(ctx, `DELETE FROM `+t.name+` WHERE minute < $1 AND minute % $2 <> 0`, upTo, hourMs)
 			if err != nil {
-				return fmt.Errorf("delete folded minutes: %w", err)
+				return fmt.Errorf("delete folded minutes of %s: %w", t.name, err)
 			}
 			n, _ := res.RowsAffected()
 			folded += n

@@ -43,6 +43,23 @@ func TestRollupAndPurge(t *testing.T) {
 		if after.Totals != before.Totals {
 			t.Fatalf("totals changed by the rollup: %+v -> %+v", before.Totals, after.Totals)
 		}
+		// The per-location series (what the overview graph reads) holds the
+		// same bytes as the per-device rows, before and after the rollup,
+		// in minute and in hour buckets.
+		for _, step := range []time.Duration{time.Minute, time.Hour} {
+			pts, err := f.svc.Series(f.ctx, f.office.ID, from, to, step)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sum stats.Totals
+			for _, p := range pts {
+				sum.UploadBytes += p.UploadBytes
+				sum.DownloadBytes += p.DownloadBytes
+			}
+			if sum != before.Totals {
+				t.Fatalf("location series by %s sums to %+v, device rows to %+v", step, sum, before.Totals)
+			}
+		}
 		if folded == 0 {
 			t.Fatal("nothing folded")
 		}
@@ -89,6 +106,29 @@ func TestRollupAndPurge(t *testing.T) {
 		}
 		if _, err := f.svc.Purge(f.ctx, time.Now().Add(stats.BatchRetention+time.Minute)); err != nil || count() != 0 {
 			t.Fatalf("%d batch ids left after their retention (%v)", batches, err)
+		}
+	})
+}
+
+// Connected counts devices and users with a handshake within their
+// location's threshold (60 s for office in the fixture).
+func TestConnectedByLocation(t *testing.T) {
+	env.ForEach(t, func(t *testing.T, db *store.DB) {
+		f := newFixture(t, db)
+		now := time.Now()
+		f.mustIngest(stats.Report{GatewayID: "gw-1", LocationID: f.office.ID, BootID: "b", Seq: 1, At: now.UnixMilli(),
+			Samples: []stats.Sample{smp(f.key, 1, 10, 10, now.Add(-10*time.Second).UnixMilli())}})
+		f.mustIngest(stats.Report{GatewayID: "gw-2", LocationID: f.branch.ID, BootID: "b", Seq: 1, At: now.UnixMilli(),
+			Samples: []stats.Sample{smp(f.key, 1, 10, 10, now.Add(-time.Hour).UnixMilli())}})
+		got, err := f.svc.ConnectedByLocation(f.ctx, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[f.office.ID] != (stats.Connected{Devices: 1, Users: 1}) || got[f.branch.ID] != (stats.Connected{}) {
+			t.Fatalf("connected %+v: want the office device only", got)
+		}
+		if later, _ := f.svc.ConnectedByLocation(f.ctx, now.Add(2*time.Minute)); len(later) != 0 {
+			t.Fatalf("connected two minutes later: %+v", later)
 		}
 	})
 }

@@ -130,8 +130,20 @@ func (s *Service) Ingest(ctx context.Context, r Report) (bool, error) {
 			return fmt.Errorf("update handshakes: %w", err)
 		}
 		usageRows := make([][]any, 0, len(usage))
+		perMinute := map[int64][2]uint64{}
 		for k, u := range usage {
 			usageRows = append(usageRows, []any{r.LocationID, k.device, r.GatewayID, k.minute, int64(u[0]), int64(u[1])})
+			m := perMinute[k.minute]
+			perMinute[k.minute] = [2]uint64{m[0] + u[0], m[1] + u[1]}
+		}
+		locationRows := make([][]any, 0, len(perMinute))
+		for minute, u := range perMinute {
+			locationRows = append(locationRows, []any{r.LocationID, r.GatewayID, minute, int64(u[0]), int64(u[1])})
+		}
+		if err := store.BulkExec(ctx, tx, `INSERT INTO location_usage_minutes (location_id, gateway_id, minute, rx, tx) VALUES `,
+			` ON CONFLICT (location_id, minute, gateway_id) DO UPDATE SET rx = location_usage_minutes.rx + excluded.rx, tx = location_usage_minutes.tx + excluded.tx`,
+			locationRows); err != nil {
+			return fmt.Errorf("update location usage: %w", err)
 		}
 		if err := store.BulkExec(ctx, tx, `INSERT INTO usage_minutes (location_id, device_id, gateway_id, minute, rx, tx) VALUES `,
 			` ON CONFLICT (location_id, device_id, gateway_id, minute) DO UPDATE SET rx = usage_minutes.rx + excluded.rx, tx = usage_minutes.tx + excluded.tx`,

@@ -747,11 +747,13 @@ func webSeedStats(ctx context.Context, db *store.DB, cfg webConfig, locs []*webL
 			}
 			// The per-location series core keeps beside the device rows
 			// at ingestion (what the overview's graph reads).
-			if _, err := tx.ExecContext(ctx, `INSERT INTO location_usage_minutes (location_id, gateway_id, minute, rx, tx)
+			n, err = count(tx, `INSERT INTO location_usage_minutes (location_id, gateway_id, minute, rx, tx)
 				SELECT location_id, gateway_id, minute, SUM(rx), SUM(tx) FROM usage_minutes WHERE location_id = $1
-				GROUP BY location_id, gateway_id, minute`, l.id); err != nil {
+				GROUP BY location_id, gateway_id, minute`, l.id)
+			if err != nil {
 				return fmt.Errorf("location usage: %w", err)
 			}
+			usage += n
 			return nil
 		})
 		if err != nil {

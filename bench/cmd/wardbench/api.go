@@ -124,19 +124,8 @@ func apiEngine(ctx context.Context, env *harness.Env, cfg apiConfig, engine stor
 			return nil, err
 		}
 	}
-	db, err := store.Open(ctx, dsn, dataDir)
+	db, closeDB, err := harness.OpenMigrated(ctx, &cl, dsn, dataDir)
 	if err != nil {
-		return nil, err
-	}
-	dbOpen := true
-	closeDB := func() {
-		if dbOpen {
-			db.Close()
-			dbOpen = false
-		}
-	}
-	cl.Defer(closeDB)
-	if err := db.Migrate(ctx, nil); err != nil {
 		return nil, err
 	}
 

@@ -20,7 +20,6 @@ import (
 	"github.com/wardvpn/ward/bench/internal/harness"
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/netns"
-	"github.com/wardvpn/ward/internal/store"
 )
 
 // Targets of the gateway benchmark (issue: "propagation latency from API call
@@ -143,19 +142,8 @@ func runGatewayBench(ctx context.Context, env *harness.Env, args []string) ([]ha
 	}
 	iface := "wbg" + netns.RandomSuffix(8)
 
-	db, err := store.Open(ctx, "", coreDir)
+	db, closeDB, err := harness.OpenMigrated(ctx, &cl, "", coreDir)
 	if err != nil {
-		return nil, err
-	}
-	dbOpen := true
-	closeDB := func() {
-		if dbOpen {
-			db.Close()
-			dbOpen = false
-		}
-	}
-	cl.Defer(closeDB)
-	if err := db.Migrate(ctx, nil); err != nil {
 		return nil, err
 	}
 

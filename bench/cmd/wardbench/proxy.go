@@ -140,19 +140,8 @@ func proxyEngine(ctx context.Context, env *harness.Env, cfg proxyBenchConfig, en
 		}
 		pgPort = pg.Port()
 	}
-	db, err := store.Open(ctx, dsn, dataDir)
+	db, closeDB, err := harness.OpenMigrated(ctx, &cl, dsn, dataDir)
 	if err != nil {
-		return nil, err
-	}
-	dbOpen := true
-	closeDB := func() {
-		if dbOpen {
-			db.Close()
-			dbOpen = false
-		}
-	}
-	cl.Defer(closeDB)
-	if err := db.Migrate(ctx, nil); err != nil {
 		return nil, err
 	}
 

@@ -11,8 +11,11 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/wardvpn/ward/internal/store"
 )
 
 // CoreOptions describe a `ward core` process.
@@ -263,4 +266,22 @@ func LoadAverage() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// OpenMigrated opens the benchmark's database (a postgres:// URL or a
+// SQLite file in dataDir) and migrates it. The returned close func may be
+// called early (e.g. before core takes over the file); cl calls it at the
+// end otherwise, and a second call does nothing.
+func OpenMigrated(ctx context.Context, cl *Cleanups, dsn, dataDir string) (*store.DB, func(), error) {
+	db, err := store.Open(ctx, dsn, dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	var once sync.Once
+	closeDB := func() { once.Do(func() { db.Close() }) }
+	cl.Defer(closeDB)
+	if err := db.Migrate(ctx, nil); err != nil {
+		return nil, nil, err
+	}
+	return db, closeDB, nil
 }

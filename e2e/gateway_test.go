@@ -794,9 +794,14 @@ func checkUsage(t *testing.T, what string, loc, dev, client usage, payload uint6
 	if !within(loc.Up, client.Up, 0) || !within(dev.Up, client.Up, 0) {
 		t.Errorf("%s: upload_bytes location %d / device %d, client sent %d (wg show transfer): off by more than 1 %%", what, loc.Up, dev.Up, client.Up)
 	}
-	// Download is the TCP acknowledgements only, so allow a few packets of
-	// slack (keepalives, handshake responses) besides the 1 %.
-	if !within(loc.Down, client.Down, 1024) || !within(dev.Down, client.Down, 1024) {
+	// Download is the TCP acknowledgements only (~120 KB), so allow some
+	// packets of slack besides the 1 %: keepalives, and the handshake
+	// initiations a restarted gateway sends (its takeover schedule repeats
+	// them up to 6 times per known endpoint, plus wireguard-go's own
+	// retransmits): they count as sent even when they reach an endpoint
+	// the client has left (a CI run saw 1,812 bytes, ~12 initiations).
+	const downloadSlack = 1024 + 2*6*148
+	if !within(loc.Down, client.Down, downloadSlack) || !within(dev.Down, client.Down, downloadSlack) {
 		t.Errorf("%s: download_bytes location %d / device %d, client received %d: off by more than 1 %%", what, loc.Down, dev.Down, client.Down)
 	}
 	t.Logf("%s: upload_bytes %d vs client sent %d (%+.3f %%); download_bytes %d vs client received %d (%+.3f %%); payload %d",

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 
 	"github.com/wardvpn/ward/internal/core/identity"
@@ -149,23 +148,7 @@ func (s *Server) changeMembers(w http.ResponseWriter, r *http.Request, c *reqCtx
 	if username == "" {
 		return fail(fieldError("username", "Enter a username."))
 	}
-	g, err := s.o.Identity.GetGroup(r.Context(), c.actor(), id)
-	if err != nil {
-		return err
-	}
-	members := g.Members
-	has := slices.Contains(members, username)
-	switch {
-	case add && has:
-		return fail(fieldError("username", "User "+username+" is already a member."))
-	case !add && !has:
-		return fail(fieldError("username", "User "+username+" is not a member."))
-	case add:
-		members = append(members, username)
-	default:
-		members = slices.DeleteFunc(slices.Clone(members), func(m string) bool { return m == username })
-	}
-	if _, err := s.o.Identity.UpdateGroup(r.Context(), c.actor(), id, identity.GroupPatch{Members: &members}); err != nil {
+	if err := s.o.Identity.ChangeGroupMember(r.Context(), c.actor(), id, username, add); err != nil {
 		return fail(err)
 	}
 	done := "member_added"

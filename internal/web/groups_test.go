@@ -84,8 +84,8 @@ func TestGroupEditMembersDelete(t *testing.T) {
 		wantContains(t, "unknown member", unknown, `value="nobody"`, "does not exist")
 		admWantDescribed(t, "unknown member", unknown, "username")
 		dup := b.post(path+"/members", url.Values{"username": {"bob"}})
-		wantStatus(t, "member twice", dup, http.StatusBadRequest)
-		wantContains(t, "member twice", dup, "User bob is already a member")
+		wantStatus(t, "member twice", dup, http.StatusConflict)
+		wantContains(t, "member twice", dup, "The user is already a member")
 		admRedirect(t, "add", b.post(path+"/members", url.Values{"username": {"Alice"}}), path+"?done=member_added")
 		if g, _ = u.ident.GetGroup(u.ctx, u.admin, g.ID); strings.Join(g.Members, ",") != "alice,bob" {
 			t.Fatalf("members: %v", g.Members)
@@ -94,7 +94,7 @@ func TestGroupEditMembersDelete(t *testing.T) {
 		if g, _ = u.ident.GetGroup(u.ctx, u.admin, g.ID); strings.Join(g.Members, ",") != "alice" {
 			t.Fatalf("members: %v", g.Members)
 		}
-		wantStatus(t, "remove a non-member", b.post(path+"/members/remove", url.Values{"username": {"bob"}}), http.StatusBadRequest)
+		wantStatus(t, "remove a non-member", b.post(path+"/members/remove", url.Values{"username": {"bob"}}), http.StatusConflict)
 
 		// The admin group cannot stop granting administration while it is
 		// the only one with an active member.
@@ -155,5 +155,33 @@ func TestGroupMembersPages(t *testing.T) {
 		// Removing from page 2 comes back to page 2.
 		admRedirect(t, "remove", b.post("/groups/"+g.ID+"/members/remove", url.Values{"username": {"m55"}, "page": {"2"}}),
 			"/groups/"+g.ID+"?done=member_remove&page=2")
+	})
+}
+
+// Two admins adding different members to one group at the same time both
+// get their change (the page changes one member, not the whole list).
+func TestGroupConcurrentMemberChanges(t *testing.T) {
+	env.ForEach(t, func(t *testing.T, db *store.DB) {
+		u := newTestUI(t, db)
+		g, err := u.ident.CreateGroup(u.ctx, u.admin, identity.NewGroup{Name: "staff"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := []string{"ann", "ben", "cat", "dan", "eve", "fay"}
+		for _, n := range names {
+			admUser(t, u, n, memberPassword)
+		}
+		errs := make(chan error, len(names))
+		for _, n := range names {
+			go func() { errs <- u.ident.ChangeGroupMember(u.ctx, u.admin, g.ID, n, true) }()
+		}
+		for range names {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if g, _ = u.ident.GetGroup(u.ctx, u.admin, g.ID); len(g.Members) != len(names) {
+			t.Fatalf("members after %d concurrent additions: %v", len(names), g.Members)
+		}
 	})
 }

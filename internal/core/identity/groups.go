@@ -290,3 +290,56 @@ func (s *Service) DeleteGroup(ctx context.Context, a core.Actor, id string) erro
 		return core.Audit(ctx, tx, a, "group.delete", "group", id, map[string]any{"name": g.Name})
 	})
 }
+
+// Membership errors callers may show at the username field.
+var (
+	ErrAlreadyMember = core.Conflict("already_member", "username", "the user is already a member")
+	ErrNotMember     = core.Conflict("not_member", "username", "the user is not a member")
+)
+
+// ChangeGroupMember adds (join) or removes one user, leaving every other
+// member as it is: two admins changing members of one group at the same
+// time both get their change, unlike with a whole member list.
+func (s *Service) ChangeGroupMember(ctx context.Context, a core.Actor, groupID, username string, join bool) error {
+	if !a.IsAdmin {
+		return core.Forbidden("only admins can change groups")
+	}
+	username = NormalizeUsername(username)
+	return s.db.Tx(ctx, func(tx *sql.Tx) error {
+		if _, err := s.getGroup(ctx, tx, groupID); err != nil {
+			return err
+		}
+		var uid string
+		err := tx.QueryRowContext(ctx, `SELECT id FROM users WHERE username = $1`, username).Scan(&uid)
+		if errors.Is(err, sql.ErrNoRows) {
+			return core.Invalid("unknown_user", "username", "user %q does not exist", username)
+		}
+		if err != nil {
+			return err
+		}
+		var res sql.Result
+		action := "group.member_add"
+		if join {
+			res, err = tx.ExecContext(ctx, `INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, groupID, uid)
+		} else {
+			action = "group.member_remove"
+			res, err = tx.ExecContext(ctx, `DELETE FROM group_members WHERE group_id = $1 AND user_id = $2`, groupID, uid)
+		}
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			if join {
+				return ErrAlreadyMember
+			}
+			return ErrNotMember
+		}
+		if err := s.syncUser(ctx, tx, uid, false); err != nil {
+			return err
+		}
+		if err := ensureAdminRemains(ctx, tx); err != nil {
+			return err
+		}
+		return core.Audit(ctx, tx, a, action, "group", groupID, map[string]any{"username": username})
+	})
+}

@@ -30,6 +30,11 @@ func TestLoginAndCSRF(t *testing.T) {
 		if strings.Contains(bad.body, "wrong password") {
 			t.Fatal("the submitted password was echoed back")
 		}
+		// Another site's page cannot post the login form (login CSRF).
+		req, _ := http.NewRequest(http.MethodPost, b.base+"/login", strings.NewReader(url.Values{"username": {"admin"}, "password": {adminPassword}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		wantStatus(t, "cross-site login", b.do(req), http.StatusForbidden)
 		// An open redirect in next is refused.
 		off := b.post("/login", url.Values{"username": {"admin"}, "password": {adminPassword}, "next": {"//evil.example/x"}})
 		if off.status != http.StatusSeeOther || off.location != "/" {

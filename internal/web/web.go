@@ -130,6 +130,13 @@ func (s *Server) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w := &timedWriter{ResponseWriter: rw, start: time.Now()}
 		c := &reqCtx{ip: clientIP(r)}
+		// Browsers mark requests another site's page makes (Fetch
+		// Metadata); no state change may come from one. This also covers
+		// the login form, which has no session (and CSRF token) yet.
+		if !safeMethod(r.Method) && r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+			s.renderError(w, r, c, http.StatusForbidden, "This form was sent from another site.")
+			return
+		}
 		if !rt.anonymous {
 			p, ok := s.session(w, r)
 			if !ok {

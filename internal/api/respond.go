@@ -68,6 +68,37 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 // only, at most MaxBodyBytes, unknown fields rejected, exactly one value.
 func Decode(w http.ResponseWriter, r *http.Request, v any) error { return decode(w, r, v) }
 
+// StatusOf is the HTTP status of a kind of domain error; the web UI
+// answers with the same ones.
+func StatusOf(k core.Kind) int {
+	switch k {
+	case core.KindInvalid:
+		return http.StatusBadRequest
+	case core.KindNotFound:
+		return http.StatusNotFound
+	case core.KindConflict:
+		return http.StatusConflict
+	case core.KindForbidden:
+		return http.StatusForbidden
+	case core.KindUnauthenticated:
+		return http.StatusUnauthorized
+	case core.KindTooManyAttempts:
+		return http.StatusTooManyRequests
+	case core.KindUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// MessageOf is a domain error's message for people (its code, spelled out,
+// when it has none).
+func MessageOf(de *core.Error) string {
+	if de.Message != "" {
+		return de.Message
+	}
+	return strings.ReplaceAll(de.Code, "_", " ")
+}
+
 // writeError maps any error to a status and the JSON error shape. Unknown
 // errors are logged and answered without detail: they may carry internals.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
@@ -77,31 +108,11 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		return
 	}
 	if de, ok := core.AsError(err); ok {
-		status := http.StatusInternalServerError
-		switch de.Kind {
-		case core.KindInvalid:
-			status = http.StatusBadRequest
-		case core.KindNotFound:
-			status = http.StatusNotFound
-		case core.KindConflict:
-			status = http.StatusConflict
-		case core.KindForbidden:
-			status = http.StatusForbidden
-		case core.KindUnauthenticated:
-			status = http.StatusUnauthorized
-		case core.KindTooManyAttempts:
-			status = http.StatusTooManyRequests
-			if de.RetryAfterSeconds > 0 {
-				w.Header().Set("Retry-After", strconv.Itoa(de.RetryAfterSeconds))
-			}
-		case core.KindUnavailable:
-			status = http.StatusServiceUnavailable
+		status := StatusOf(de.Kind)
+		if status == http.StatusTooManyRequests && de.RetryAfterSeconds > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(de.RetryAfterSeconds))
 		}
-		msg := de.Message
-		if msg == "" {
-			msg = strings.ReplaceAll(de.Code, "_", " ")
-		}
-		writeJSON(w, status, errorBody{errorDetail{Code: de.Code, Message: msg, Field: de.Field}})
+		writeJSON(w, status, errorBody{errorDetail{Code: de.Code, Message: MessageOf(de), Field: de.Field}})
 		return
 	}
 	if store.IsUnavailable(err) {

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wardvpn/ward/internal/api"
 	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/core/enroll"
 	"github.com/wardvpn/ward/internal/core/identity"
@@ -195,7 +196,7 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) (identity.Princ
 		case err == nil:
 			return p, true
 		case store.IsUnavailable(err):
-			s.renderError(w, r, &reqCtx{}, http.StatusServiceUnavailable, "The database is unavailable; try again in a moment.")
+			s.fail(w, r, &reqCtx{}, err)
 			return p, false
 		default:
 			if de, ok := core.AsError(err); !ok || de.Kind != core.KindUnauthenticated {
@@ -343,28 +344,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, c *reqCtx, err err
 // it is about (domain validation errors name one).
 func describe(err error) (status int, message, field string) {
 	if de, ok := core.AsError(err); ok {
-		status = http.StatusInternalServerError
-		switch de.Kind {
-		case core.KindInvalid:
-			status = http.StatusBadRequest
-		case core.KindNotFound:
-			status = http.StatusNotFound
-		case core.KindConflict:
-			status = http.StatusConflict
-		case core.KindForbidden:
-			status = http.StatusForbidden
-		case core.KindUnauthenticated:
-			status = http.StatusUnauthorized
-		case core.KindTooManyAttempts:
-			status = http.StatusTooManyRequests
-		case core.KindUnavailable:
-			status = http.StatusServiceUnavailable
-		}
-		msg := de.Message
-		if msg == "" {
-			msg = strings.ReplaceAll(de.Code, "_", " ")
-		}
-		return status, capitalize(msg), de.Field
+		return api.StatusOf(de.Kind), capitalize(api.MessageOf(de)), de.Field
 	}
 	if store.IsUnavailable(err) {
 		return http.StatusServiceUnavailable, "The database is unavailable; try again in a moment.", ""

@@ -33,6 +33,37 @@ func TestMain(m *testing.M) {
 
 func ptr[T any](v T) *T { return &v }
 
+// newLinkFixture is an instance with an admin, the CA and one location
+// ("office", network cidr): what core's gateway links need.
+func newLinkFixture(t *testing.T, ctx context.Context, db *store.DB, cidr string) (*slog.Logger, *vpn.Service, *stats.Service, core.Actor, *pki.CA, vpn.Location) {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	inst, err := core.EnsureInstance(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vpnSvc := vpn.New(db, log)
+	ident := identity.New(db, inst, identity.PasswordParams{MemoryKiB: 1024, Time: 1, Threads: 1}, vpnSvc, nil)
+	if _, err := ident.EnsureAdmin(ctx, "correct horse battery staple"); err != nil {
+		t.Fatal(err)
+	}
+	var adminID string
+	if err := db.QueryRowContext(ctx, `SELECT id FROM users WHERE username = 'admin'`).Scan(&adminID); err != nil {
+		t.Fatal(err)
+	}
+	admin := core.Actor{UserID: adminID, Username: "admin", IsAdmin: true}
+	ca, err := pki.EnsureCA(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc, err := vpnSvc.CreateLocation(ctx, admin, vpn.LocationInput{Name: ptr("office"), Addresses: ptr([]string{cidr}),
+		Endpoint: ptr("vpn.example.com")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return log, vpnSvc, stats.New(db), admin, ca, loc
+}
+
 func waitFor(t *testing.T, what string, limit time.Duration, ok func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -55,31 +86,7 @@ func TestEndpointsReachGatewayAndTakeover(t *testing.T) {
 	env.ForEach(t, func(t *testing.T, db *store.DB) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		log := slog.New(slog.DiscardHandler)
-		inst, err := core.EnsureInstance(ctx, db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		vpnSvc := vpn.New(db, log)
-		statsSvc := stats.New(db)
-		ident := identity.New(db, inst, identity.PasswordParams{MemoryKiB: 1024, Time: 1, Threads: 1}, vpnSvc, nil)
-		if _, err := ident.EnsureAdmin(ctx, "correct horse battery staple"); err != nil {
-			t.Fatal(err)
-		}
-		var adminID string
-		if err := db.QueryRowContext(ctx, `SELECT id FROM users WHERE username = 'admin'`).Scan(&adminID); err != nil {
-			t.Fatal(err)
-		}
-		admin := core.Actor{UserID: adminID, Username: "admin", IsAdmin: true}
-		ca, err := pki.EnsureCA(ctx, db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		loc, err := vpnSvc.CreateLocation(ctx, admin, vpn.LocationInput{Name: ptr("office"), Addresses: ptr([]string{"10.10.0.0/24"}),
-			Endpoint: ptr("vpn.example.com")})
-		if err != nil {
-			t.Fatal(err)
-		}
+		log, vpnSvc, statsSvc, admin, ca, loc := newLinkFixture(t, ctx, db, "10.10.0.0/24")
 		dev, err := vpnSvc.CreateDevice(ctx, admin, vpn.NewDevice{Name: "laptop", GenerateKey: true})
 		if err != nil {
 			t.Fatal(err)

@@ -2,20 +2,15 @@ package gwlink_test
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
 
-	"github.com/wardvpn/ward/internal/core"
-	"github.com/wardvpn/ward/internal/core/identity"
-	"github.com/wardvpn/ward/internal/core/stats"
 	"github.com/wardvpn/ward/internal/core/vpn"
 	"github.com/wardvpn/ward/internal/gateway"
 	"github.com/wardvpn/ward/internal/gateway/wgengine"
 	"github.com/wardvpn/ward/internal/gwlink"
-	"github.com/wardvpn/ward/internal/pki"
 	"github.com/wardvpn/ward/internal/store"
 )
 
@@ -29,31 +24,7 @@ func TestGatewayRoleRecorded(t *testing.T) {
 	env.ForEach(t, func(t *testing.T, db *store.DB) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		log := slog.New(slog.DiscardHandler)
-		inst, err := core.EnsureInstance(ctx, db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		vpnSvc := vpn.New(db, log)
-		statsSvc := stats.New(db)
-		ident := identity.New(db, inst, identity.PasswordParams{MemoryKiB: 1024, Time: 1, Threads: 1}, vpnSvc, nil)
-		if _, err := ident.EnsureAdmin(ctx, "correct horse battery staple"); err != nil {
-			t.Fatal(err)
-		}
-		var adminID string
-		if err := db.QueryRowContext(ctx, `SELECT id FROM users WHERE username = 'admin'`).Scan(&adminID); err != nil {
-			t.Fatal(err)
-		}
-		admin := core.Actor{UserID: adminID, Username: "admin", IsAdmin: true}
-		ca, err := pki.EnsureCA(ctx, db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		loc, err := vpnSvc.CreateLocation(ctx, admin, vpn.LocationInput{Name: ptr("office"), Addresses: ptr([]string{"10.11.0.0/24"}),
-			Endpoint: ptr("vpn.example.com")})
-		if err != nil {
-			t.Fatal(err)
-		}
+		log, vpnSvc, statsSvc, admin, ca, loc := newLinkFixture(t, ctx, db, "10.11.0.0/24")
 		control, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/wardvpn/ward/bench/internal/harness"
-	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/store"
 )
 
@@ -131,18 +130,12 @@ func apiEngine(ctx context.Context, env *harness.Env, cfg apiConfig, engine stor
 
 	// First start: core bootstraps the admin, the bench takes an API token
 	// and creates the location through the API like an operator would.
-	adminPassword := "Bench-" + core.RandomToken(18)
-	opts := harness.CoreOptions{Binary: bin, DataDir: dataDir, Database: dsn, AdminPassword: adminPassword, LogPath: dataDir + "/core.log"}
-	first, err := harness.StartCore(ctx, opts)
+	opts := harness.CoreOptions{Binary: bin, DataDir: dataDir, Database: dsn, LogPath: dataDir + "/core.log"}
+	first, client, _, err := harness.BootstrapCore(ctx, &cl, opts, cfg.concurrency)
 	if err != nil {
 		return nil, err
 	}
-	cl.Defer(func() { _ = first.Stop() })
-	client := harness.NewClient(first.URL, cfg.concurrency)
 	defer client.Close()
-	if err := client.Login(ctx, "admin", adminPassword); err != nil {
-		return nil, fmt.Errorf("log in as admin: %w", err)
-	}
 	token, err := client.CreateToken(ctx, "wardbench")
 	if err != nil {
 		return nil, err

@@ -147,18 +147,12 @@ func proxyEngine(ctx context.Context, env *harness.Env, cfg proxyBenchConfig, en
 
 	// Bootstrap through the API: admin token, the MFA location and the
 	// proxy's registration, which returns its join token.
-	adminPassword := "Bench-" + core.RandomToken(18)
-	opts := harness.CoreOptions{Binary: bin, DataDir: dataDir, Database: dsn, AdminPassword: adminPassword, LogPath: filepath.Join(dataDir, "core.log")}
-	first, err := harness.StartCore(ctx, opts)
+	opts := harness.CoreOptions{Binary: bin, DataDir: dataDir, Database: dsn, LogPath: filepath.Join(dataDir, "core.log")}
+	first, admin, _, err := harness.BootstrapCore(ctx, &cl, opts, 2)
 	if err != nil {
 		return nil, err
 	}
-	cl.Defer(func() { _ = first.Stop() })
-	admin := harness.NewClient(first.URL, 2)
 	defer admin.Close()
-	if err := admin.Login(ctx, "admin", adminPassword); err != nil {
-		return nil, fmt.Errorf("log in as admin: %w", err)
-	}
 	token, err := admin.CreateToken(ctx, "wardbench")
 	if err != nil {
 		return nil, err

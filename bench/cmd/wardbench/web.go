@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/wardvpn/ward/bench/internal/harness"
-	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/store"
 )
 
@@ -205,18 +204,12 @@ func webEngine(ctx context.Context, env *harness.Env, cfg webConfig, engine stor
 
 	// First start: the admin, groups, locations, gateways and proxies
 	// through the API, as an operator would create them.
-	adminPassword := "Bench-" + core.RandomToken(18)
-	opts := harness.CoreOptions{Binary: bin, DataDir: dataDir, Database: dsn, AdminPassword: adminPassword, LogPath: dataDir + "/core.log"}
-	first, err := harness.StartCore(ctx, opts)
+	opts := harness.CoreOptions{Binary: bin, DataDir: dataDir, Database: dsn, LogPath: dataDir + "/core.log"}
+	first, api, adminPassword, err := harness.BootstrapCore(ctx, &cl, opts, 1)
 	if err != nil {
 		return nil, err
 	}
-	cl.Defer(func() { _ = first.Stop() })
-	api := harness.NewClient(first.URL, 1)
 	defer api.Close()
-	if err := api.Login(ctx, "admin", adminPassword); err != nil {
-		return nil, fmt.Errorf("log in as admin: %w", err)
-	}
 	locs := []*webLocation{
 		{name: "hq", network: "10.64.0.0/16", gateways: 2},
 		{name: "lab", network: "10.65.0.0/16", groups: []string{"engineering"}, gateways: 1},

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wardvpn/ward/internal/core"
 	"github.com/wardvpn/ward/internal/store"
 )
 
@@ -284,4 +285,23 @@ func OpenMigrated(ctx context.Context, cl *Cleanups, dsn, dataDir string) (*stor
 		return nil, nil, err
 	}
 	return db, closeDB, nil
+}
+
+// BootstrapCore is a benchmark's first start of core on a new database:
+// core creates the admin with a generated password, and a client with
+// conns connections logs in as admin. cl stops core at the end (the
+// caller may stop it earlier, e.g. to seed the database with SQL).
+func BootstrapCore(ctx context.Context, cl *Cleanups, opts CoreOptions, conns int) (*Core, *Client, string, error) {
+	opts.AdminPassword = "Bench-" + core.RandomToken(18)
+	first, err := StartCore(ctx, opts)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	cl.Defer(func() { _ = first.Stop() })
+	client := NewClient(first.URL, conns)
+	if err := client.Login(ctx, "admin", opts.AdminPassword); err != nil {
+		client.Close()
+		return nil, nil, "", fmt.Errorf("log in as admin: %w", err)
+	}
+	return first, client, opts.AdminPassword, nil
 }

@@ -3,7 +3,6 @@ package api
 import (
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -180,11 +179,7 @@ func (s *Server) loginSecondFactor(w http.ResponseWriter, r *http.Request, c *re
 	if err := s.mfa.Verify(r.Context(), c.actor(), c.principal.UserID, in.Code); err != nil {
 		return err
 	}
-	method := "totp"
-	if len(strings.TrimSpace(in.Code)) > 8 {
-		method = "recovery"
-	}
-	sess, err := s.ident.CompleteSecondFactor(r.Context(), c.principal, method, c.ip)
+	sess, err := s.ident.CompleteSecondFactor(r.Context(), c.principal, mfa.CodeMethod(in.Code), c.ip)
 	if err != nil {
 		return err
 	}

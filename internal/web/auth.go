@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/wardvpn/ward/internal/core/identity"
+	"github.com/wardvpn/ward/internal/core/mfa"
 )
 
 func (s *Server) authRoutes() []route {
@@ -112,12 +113,8 @@ func (s *Server) secondFactor(w http.ResponseWriter, r *http.Request, c *reqCtx)
 	code := strings.TrimSpace(r.PostFormValue("code"))
 	err := s.o.MFA.Verify(r.Context(), c.actor(), c.principal.UserID, code)
 	if err == nil {
-		method := "totp"
-		if len(code) > 8 {
-			method = "recovery"
-		}
 		var sess identity.Session
-		if sess, err = s.o.Identity.CompleteSecondFactor(r.Context(), c.principal, method, c.ip); err == nil {
+		if sess, err = s.o.Identity.CompleteSecondFactor(r.Context(), c.principal, mfa.CodeMethod(code), c.ip); err == nil {
 			s.setSessionCookie(w, r, sess)
 			redirect(w, r, next)
 			return nil

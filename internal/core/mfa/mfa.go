@@ -392,6 +392,16 @@ func (s *Service) VerifyTOTP(ctx context.Context, userID, code string) error {
 	return s.verify(ctx, core.Actor{UserID: userID}, userID, code, false)
 }
 
+// CodeMethod names the second factor a code that Verify accepted was:
+// "totp" for a TOTP code, "recovery" for a recovery code (the same test
+// Verify branches on).
+func CodeMethod(code string) string {
+	if isDigits(normalizeTOTP(code), Digits) {
+		return "totp"
+	}
+	return "recovery"
+}
+
 // Verify checks a TOTP code or, failing that, consumes a recovery code.
 // a is who presents the code (for the audit log: user and IP).
 func (s *Service) Verify(ctx context.Context, a core.Actor, userID, code string) error {

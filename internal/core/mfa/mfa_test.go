@@ -523,3 +523,16 @@ func TestOathtoolInterop(t *testing.T) {
 		}
 	})
 }
+
+func TestCodeMethod(t *testing.T) {
+	for _, tc := range []struct{ code, want string }{
+		{"123456", "totp"},
+		{" 123 456 ", "totp"},
+		{"abcd-efgh-2345", "recovery"},
+		{"12345", "recovery"}, // not a TOTP code: Verify tries it as a recovery code
+	} {
+		if got := mfa.CodeMethod(tc.code); got != tc.want {
+			t.Errorf("CodeMethod(%q) = %s, want %s", tc.code, got, tc.want)
+		}
+	}
+}

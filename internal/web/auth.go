@@ -65,11 +65,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, c *reqCtx) error 
 
 // pending authenticates a session waiting for its second factor.
 func (s *Server) pending(w http.ResponseWriter, r *http.Request, c *reqCtx) bool {
-	cookie, err := r.Cookie(SessionCookie)
-	if err == nil {
-		c.principal, err = s.o.Identity.Authenticate(r.Context(), cookie.Value)
-	}
-	if err != nil {
+	var err error
+	if c.principal, err = s.cookiePrincipal(r); err != nil {
 		redirect(w, r, "/login")
 		return false
 	}
@@ -130,15 +127,13 @@ func (s *Server) secondFactor(w http.ResponseWriter, r *http.Request, c *reqCtx)
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, c *reqCtx) error {
-	if cookie, err := r.Cookie(SessionCookie); err == nil {
-		if p, err := s.o.Identity.Authenticate(r.Context(), cookie.Value); err == nil {
-			if !validCSRF(r, p.CSRFToken) {
-				s.renderError(w, r, c, http.StatusForbidden, "The form expired. Reload the page and try again.")
-				return nil
-			}
-			if err := s.o.Identity.Logout(r.Context(), p, c.ip); err != nil {
-				return err
-			}
+	if p, err := s.cookiePrincipal(r); err == nil {
+		if !validCSRF(r, p.CSRFToken) {
+			s.renderError(w, r, c, http.StatusForbidden, "The form expired. Reload the page and try again.")
+			return nil
+		}
+		if err := s.o.Identity.Logout(r.Context(), p, c.ip); err != nil {
+			return err
 		}
 	}
 	s.clearSessionCookie(w, r)

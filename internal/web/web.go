@@ -186,22 +186,19 @@ func (w *timedWriter) Write(b []byte) (int, error) {
 // session authenticates the cookie, sending the browser to the login (or
 // to the second-factor step) when it has no full session.
 func (s *Server) session(w http.ResponseWriter, r *http.Request) (identity.Principal, bool) {
-	cookie, err := r.Cookie(SessionCookie)
-	if err == nil {
-		p, err := s.o.Identity.Authenticate(r.Context(), cookie.Value)
-		switch {
-		case err == nil && p.MFAPending:
-			redirect(w, r, "/login/mfa")
-			return p, false
-		case err == nil:
-			return p, true
-		case store.IsUnavailable(err):
-			s.fail(w, r, &reqCtx{}, err)
-			return p, false
-		default:
-			if de, ok := core.AsError(err); !ok || de.Kind != core.KindUnauthenticated {
-				s.log.Error("authenticate", "err", err)
-			}
+	p, err := s.cookiePrincipal(r)
+	switch {
+	case err == nil && p.MFAPending:
+		redirect(w, r, "/login/mfa")
+		return p, false
+	case err == nil:
+		return p, true
+	case store.IsUnavailable(err):
+		s.fail(w, r, &reqCtx{}, err)
+		return p, false
+	default:
+		if de, ok := core.AsError(err); !ok || de.Kind != core.KindUnauthenticated {
+			s.log.Error("authenticate", "err", err)
 		}
 	}
 	next := r.URL.RequestURI()
@@ -213,6 +210,16 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request) (identity.Princ
 	}
 	redirect(w, r, "/login?next="+url.QueryEscape(localPath(next)))
 	return identity.Principal{}, false
+}
+
+// cookiePrincipal authenticates the session cookie, full or still waiting
+// for its second factor; no cookie is core.ErrUnauthenticated.
+func (s *Server) cookiePrincipal(r *http.Request) (identity.Principal, error) {
+	cookie, err := r.Cookie(SessionCookie)
+	if err != nil {
+		return identity.Principal{}, core.ErrUnauthenticated
+	}
+	return s.o.Identity.Authenticate(r.Context(), cookie.Value)
 }
 
 // redirect sends the browser to target; htmx requests get HX-Redirect so

@@ -233,10 +233,8 @@ func (s *Server) securityKeyDelete(w http.ResponseWriter, r *http.Request, c *re
 // waPending authenticates a session waiting for its second factor for the
 // JSON login endpoints (answering JSON, not redirects).
 func (s *Server) waPending(w http.ResponseWriter, r *http.Request, c *reqCtx) bool {
-	cookie, err := r.Cookie(SessionCookie)
-	if err == nil {
-		c.principal, err = s.o.Identity.Authenticate(r.Context(), cookie.Value)
-	}
+	var err error
+	c.principal, err = s.cookiePrincipal(r)
 	switch {
 	case err != nil && store.IsUnavailable(err):
 		s.waFail(w, r, err)

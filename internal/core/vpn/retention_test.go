@@ -60,3 +60,46 @@ func TestListDevicesSearch(t *testing.T) {
 		}
 	})
 }
+
+// PurgeRevoked forgets tombstones whose revocation is past its retention
+// or that were never adopted, and keeps a fresh one of an adopted
+// gateway (core still has to tell it); none of the purged is a target.
+func TestPurgeRevoked(t *testing.T) {
+	env.ForEach(t, func(t *testing.T, db *store.DB) {
+		e := newPeerEnv(t, db)
+		office := e.location("office", nil, "10.10.0.0/24")
+		ids := map[string]string{}
+		for _, name := range []string{"fresh", "stale", "unadopted"} {
+			g, err := e.svc.CreateGateway(e.ctx, e.admin, office.ID, ComponentInput{Name: ptr(name), ControlAddress: ptr("10.0.0.1:50066")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids[name] = g.ID
+		}
+		now := time.Now()
+		for name, tomb := range map[string]struct {
+			revokedAt int64
+			serial    string
+		}{
+			"fresh":     {now.Add(-time.Hour).UnixMilli(), "aa"},
+			"stale":     {now.Add(-RevocationRetention - time.Hour).UnixMilli(), "bb"},
+			"unadopted": {now.Add(-time.Minute).UnixMilli(), ""},
+		} {
+			if _, err := db.ExecContext(e.ctx, `UPDATE gateways SET revoked_at = $1, cert_serial = $2 WHERE id = $3`, tomb.revokedAt, tomb.serial, ids[name]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		targets, err := e.svc.GatewayTargets(e.ctx)
+		if err != nil || len(targets) != 1 || targets[0].ID != ids["fresh"] {
+			t.Fatalf("targets before the purge: %+v (%v), want only the fresh tombstone", targets, err)
+		}
+		n, err := e.svc.PurgeRevoked(e.ctx, now)
+		if err != nil || n != 2 {
+			t.Fatalf("purged %d (%v), want 2", n, err)
+		}
+		var left int
+		if err := db.QueryRowContext(e.ctx, `SELECT COUNT(*) FROM gateways`).Scan(&left); err != nil || left != 1 {
+			t.Fatalf("%d gateways left (%v), want the fresh tombstone", left, err)
+		}
+	})
+}
